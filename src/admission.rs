@@ -1,0 +1,224 @@
+//! From an AdmissionReview body to an AdmissionReview answer: parses with
+//! `kube::core::admission`, checks scope cheaply, gathers the lookups, asks
+//! the pure core, and logs one structured line per decision.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as KubeOp,
+};
+use kube::core::DynamicObject;
+
+use crate::cache::Caches;
+use crate::core::model::{ModelError, ServerConfig};
+use crate::core::mutate::{decide, scope, Decision, Gvk, Inputs, Operation, Scope, Settings};
+use crate::metrics::Metrics;
+
+/// Everything the handler needs, shared by all requests.
+pub struct Admission {
+    pub settings: Settings,
+    pub caches: Arc<Caches>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The HTTP-independent answer: status code and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+fn invalid(status: u16, message: String, metrics: &Metrics, started: Instant) -> Answer {
+    metrics.admission("invalid", started.elapsed().as_secs_f64());
+    tracing::warn!(outcome = "invalid", reason = %message, "rejected malformed admission review");
+    let review = AdmissionResponse::invalid(message).into_review();
+    Answer {
+        status,
+        body: serde_json::to_vec(&review).unwrap_or_default(),
+    }
+}
+
+impl Admission {
+    /// Answers one review body.
+    pub async fn review(&self, body: &[u8]) -> Answer {
+        let started = Instant::now();
+        let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return invalid(
+                    400,
+                    format!("request body is not an AdmissionReview: {e}"),
+                    &self.metrics,
+                    started,
+                )
+            }
+        };
+        if review.types.api_version != "admission.k8s.io/v1"
+            || review.types.kind != "AdmissionReview"
+        {
+            return invalid(
+                400,
+                format!(
+                    "expected apiVersion admission.k8s.io/v1 kind AdmissionReview, got {:?} {:?}",
+                    review.types.api_version, review.types.kind
+                ),
+                &self.metrics,
+                started,
+            );
+        }
+        let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+            Ok(r) => r,
+            Err(_) => {
+                return invalid(
+                    400,
+                    "the AdmissionReview has no request".into(),
+                    &self.metrics,
+                    started,
+                )
+            }
+        };
+        let (response, outcome) = self.respond(&req).await;
+        self.metrics
+            .admission(outcome, started.elapsed().as_secs_f64());
+        let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+        Answer { status: 200, body }
+    }
+
+    async fn respond(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+    ) -> (AdmissionResponse, &'static str) {
+        let base = AdmissionResponse::from(req);
+        let operation = match req.operation {
+            KubeOp::Create => Operation::Create,
+            KubeOp::Update => Operation::Update,
+            _ => Operation::Other,
+        };
+        let namespace = req.namespace.clone().unwrap_or_default();
+        let gvk = Gvk {
+            group: &req.kind.group,
+            version: &req.kind.version,
+            kind: &req.kind.kind,
+        };
+        // Cheap scope check on the typed metadata before anything else.
+        let owner_value = req.object.as_ref().map(
+            |o| serde_json::json!({"metadata": {"ownerReferences": o.metadata.owner_references}}),
+        );
+        let object_meta_only = owner_value.as_ref();
+        let in_scope = if req.sub_resource.is_some() {
+            Scope::Out("subresource")
+        } else {
+            scope(gvk, operation, &namespace, object_meta_only, &self.settings)
+        };
+        let (kind, server_name) = match in_scope {
+            Scope::Out(reason) => {
+                tracing::debug!(uid = %req.uid, namespace, name = %req.name, reason, "out of scope");
+                return (base, "out_of_scope");
+            }
+            Scope::In { kind, server } => (kind, server),
+        };
+        let object = match req.object.as_ref().map(serde_json::to_value) {
+            Some(Ok(v)) => v,
+            _ => {
+                return (
+                    base.deny("serverconfig-webhook: the request's object could not be read"),
+                    "denied",
+                )
+            }
+        };
+
+        let caches = &self.caches;
+        let decision = {
+            {
+                let server = caches.server(&namespace, &server_name).await;
+                let server_ok = server.as_deref().and_then(|r| r.as_ref().ok());
+                let server_err = server.as_deref().and_then(|r| r.as_ref().err());
+                if let Some(e) = server_err {
+                    let d = Decision::Denied {
+                        message: format!("serverconfig-webhook: {e}"),
+                    };
+                    return self.finish(req, base, d, &namespace);
+                }
+                let sc_name = server_ok
+                    .map(|s| s.server_config.clone())
+                    .unwrap_or_default();
+                let config = if sc_name.is_empty() {
+                    None
+                } else {
+                    caches.server_config(&namespace, &sc_name).await
+                };
+                let controller_config = if sc_name.is_empty() {
+                    None
+                } else {
+                    caches.cached_server_config(&self.settings.controller_namespace, &sc_name)
+                };
+                let (config_ok, config_err) = split(config.as_deref());
+                let config_err_text = config_err.map(ToString::to_string);
+                let inputs = Inputs {
+                    server: server_ok,
+                    config: config_ok,
+                    config_error: config_err_text.as_deref(),
+                    controller_config: controller_config.as_deref().and_then(|r| r.as_ref().ok()),
+                };
+                decide(operation, kind, &namespace, &object, inputs, &self.settings)
+            }
+        };
+        self.finish(req, base, decision, &namespace)
+    }
+
+    fn finish(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        base: AdmissionResponse,
+        decision: Decision,
+        namespace: &str,
+    ) -> (AdmissionResponse, &'static str) {
+        let outcome = decision.outcome();
+        let dry_run = req.dry_run;
+        match decision {
+            Decision::Unchanged { reason, warnings } => {
+                tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
+                    operation = ?req.operation, dry_run, outcome, reason, warnings = warnings.len(), "admission");
+                (with_warnings(base, warnings), outcome)
+            }
+            Decision::Patched {
+                patch,
+                source,
+                hash,
+                warnings,
+            } => {
+                tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
+                    operation = ?req.operation, dry_run, outcome, source, hash, ops = patch.0.len(), "admission");
+                match base.clone().with_patch(patch) {
+                    Ok(r) => (with_warnings(r, warnings), outcome),
+                    Err(e) => (
+                        base.deny(format!("serverconfig-webhook: could not encode patch: {e}")),
+                        "denied",
+                    ),
+                }
+            }
+            Decision::Denied { message } => {
+                tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
+                    operation = ?req.operation, dry_run, outcome, message, "admission");
+                (base.deny(message), outcome)
+            }
+        }
+    }
+}
+
+fn split(
+    r: Option<&Result<ServerConfig, ModelError>>,
+) -> (Option<&ServerConfig>, Option<&ModelError>) {
+    match r {
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    }
+}
+
+fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        r.warnings = Some(warnings);
+    }
+    r
+}

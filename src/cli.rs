@@ -1,0 +1,173 @@
+//! Command line: `serve`, `render`, `certs`. Every `serve` flag has an
+//! environment variable equivalent (`SERVERCONFIG_WEBHOOK_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::core::mutate::OnMissing;
+
+/// serverconfig-webhook: Seldon Core v2 Servers use the ServerConfig of their own namespace.
+#[derive(Debug, Parser)]
+#[command(name = "serverconfig-webhook", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the mutating admission webhook over HTTPS.
+    Serve(ServeArgs),
+    /// Print the object the webhook would produce for files on disk.
+    Render(RenderArgs),
+    /// Write a CA and a serving certificate (for running without cert-manager).
+    Certs(CertsArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_LISTEN_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen_addr: SocketAddr,
+    /// Address of the plain-HTTP metrics and probe listener ("" to disable).
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: String,
+    /// PEM certificate chain, leaf first (reloaded when it changes).
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_TLS_CERT_FILE",
+        default_value = "/etc/serverconfig-webhook/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_TLS_KEY_FILE",
+        default_value = "/etc/serverconfig-webhook/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM).
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// How often to check the certificate files for changes.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Namespace of the Seldon controller; objects there are never changed.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_CONTROLLER_NAMESPACE",
+        default_value = "seldon-system"
+    )]
+    pub controller_namespace: String,
+    /// Namespaces to watch, comma separated; empty means all.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// What to do when the namespace has no ServerConfig of the Server's name.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_ON_MISSING",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub on_missing: OnMissing,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// After SIGTERM, keep serving this long with readiness false.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the listener closes, how long in-flight requests may take.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// `render` flags.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The StatefulSet (or Deployment) as the controller built it (YAML or JSON).
+    #[arg(long)]
+    pub statefulset: PathBuf,
+    /// The Server that owns it.
+    #[arg(long)]
+    pub server: PathBuf,
+    /// The ServerConfig of the workload's namespace.
+    #[arg(long)]
+    pub serverconfig: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: OutputFormat,
+    /// Print the JSON Patch instead of the fixed object.
+    #[arg(long)]
+    pub patch: bool,
+    /// Namespace of the Seldon controller (objects there print unchanged).
+    #[arg(long, default_value = "seldon-system")]
+    pub controller_namespace: String,
+}
+
+/// Output format of `render`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+/// `certs` flags.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// DNS names (or IPs) for the serving certificate; repeat for more.
+    #[arg(long = "dns", required = true)]
+    pub dns: Vec<String>,
+    /// Directory to write ca.crt, ca.key, tls.crt, tls.key, ca-bundle.b64 into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+/// Parses "250ms", "5s", "2m" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
+    }
+}

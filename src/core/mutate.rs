@@ -1,0 +1,506 @@
+//! The admission decision: is an object in scope, and if so which JSON Patch
+//! turns it into what a namespace-aware controller would have built. Pure:
+//! every lookup result is handed in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::{json, Value};
+
+use super::defaults::normalize;
+use super::desired::{desired, vct_identity, Desired};
+use super::model::{Server, ServerConfig, SELDON_GROUP};
+
+/// Annotation naming the ServerConfig the webhook applied (`<ns>/<name>`).
+pub const SOURCE_ANNOTATION: &str = "serverconfig-webhook/source";
+/// Annotation with the content hash of what the webhook applied.
+pub const HASH_ANNOTATION: &str = "serverconfig-webhook/hash";
+/// The controller's own comparison base; the webhook never touches it.
+pub const LAST_APPLIED_ANNOTATION: &str = "seldon.io/last-applied";
+
+/// What to do when the object's namespace has no ServerConfig of that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Keep the controller's object and add a warning.
+    Allow,
+    /// Reject the request with a message naming namespace and ServerConfig.
+    Deny,
+    /// Allow when the controller namespace holds a real (non-placeholder)
+    /// ServerConfig of that name, deny otherwise.
+    Auto,
+}
+
+/// Settings the decision depends on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The Seldon controller's namespace; objects there are out of scope.
+    pub controller_namespace: String,
+    /// Policy for a missing namespace-local ServerConfig.
+    pub on_missing: OnMissing,
+}
+
+/// Admission operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Other,
+}
+
+/// Workload kinds the controller builds for a Server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    StatefulSet,
+    Deployment,
+}
+
+/// The (group, version, kind) of the request, as the review states it.
+#[derive(Clone, Copy, Debug)]
+pub struct Gvk<'a> {
+    pub group: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+}
+
+/// Result of the scope check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Not ours: allow with no patch. The reason is for logs and metrics.
+    Out(&'static str),
+    /// Ours: the owning Server's name.
+    In { kind: WorkloadKind, server: String },
+}
+
+/// Cheap scope check on the request's kind, operation, namespace and the
+/// object's owner references; touches nothing else of the object.
+pub fn scope(
+    gvk: Gvk<'_>,
+    operation: Operation,
+    namespace: &str,
+    object: Option<&Value>,
+    settings: &Settings,
+) -> Scope {
+    let kind = match (gvk.group, gvk.version, gvk.kind) {
+        ("apps", "v1", "StatefulSet") => WorkloadKind::StatefulSet,
+        ("apps", "v1", "Deployment") => WorkloadKind::Deployment,
+        _ => return Scope::Out("kind"),
+    };
+    if operation == Operation::Other {
+        return Scope::Out("operation");
+    }
+    if namespace == settings.controller_namespace {
+        return Scope::Out("controller-namespace");
+    }
+    let Some(object) = object else {
+        return Scope::Out("no-object");
+    };
+    match controller_server_owner(object) {
+        Some(server) => Scope::In { kind, server },
+        None => Scope::Out("not-owned-by-server"),
+    }
+}
+
+/// Name of the `mlops.seldon.io` Server in the object's controller owner
+/// reference, if any.
+pub fn controller_server_owner(object: &Value) -> Option<String> {
+    let refs = object.pointer("/metadata/ownerReferences")?.as_array()?;
+    refs.iter().find_map(|r| {
+        let is_controller = r.get("controller").and_then(Value::as_bool) == Some(true);
+        let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let group = api_version.split('/').next().unwrap_or("");
+        let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
+        (is_controller && group == SELDON_GROUP && kind == "Server")
+            .then(|| r.get("name").and_then(Value::as_str).map(str::to_string))
+            .flatten()
+    })
+}
+
+/// What the lookups found, handed to [`decide`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inputs<'a> {
+    /// The owning Server, from the object's namespace.
+    pub server: Option<&'a Server>,
+    /// The ServerConfig named by the Server, from the object's namespace.
+    pub config: Option<&'a ServerConfig>,
+    /// A ServerConfig found there that could not be read, with the reason.
+    pub config_error: Option<&'a str>,
+    /// The same-named ServerConfig in the controller namespace (what the
+    /// stock controller used), for `--on-missing auto` and stale keys.
+    pub controller_config: Option<&'a ServerConfig>,
+}
+
+/// The outcome of one admission.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Allowed with no patch.
+    Unchanged {
+        reason: &'static str,
+        warnings: Vec<String>,
+    },
+    /// Allowed with a patch that applies the namespace's ServerConfig.
+    Patched {
+        patch: Patch,
+        source: String,
+        hash: String,
+        warnings: Vec<String>,
+    },
+    /// Rejected, with the message the client sees.
+    Denied { message: String },
+}
+
+impl Decision {
+    /// Short outcome name for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Unchanged { .. } => "unchanged",
+            Decision::Patched { .. } => "patched",
+            Decision::Denied { .. } => "denied",
+        }
+    }
+}
+
+/// Decides an in-scope admission: computes the desired workload from the
+/// Server and its namespace's ServerConfig and the patch that gets there.
+pub fn decide(
+    operation: Operation,
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &Value,
+    inputs: Inputs<'_>,
+    settings: &Settings,
+) -> Decision {
+    if object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Decision::Unchanged {
+            reason: "being-deleted",
+            warnings: vec![],
+        };
+    }
+    let owner = controller_server_owner(object).unwrap_or_default();
+    let refuse = |message: String| match operation {
+        Operation::Create => Decision::Denied { message },
+        _ => Decision::Unchanged {
+            reason: "server-unusable",
+            warnings: vec![message],
+        },
+    };
+    let Some(server) = inputs.server else {
+        return refuse(format!(
+            "serverconfig-webhook: Server {namespace}/{owner} named by the controller owner reference does not exist"
+        ));
+    };
+    if server.server_config.is_empty() {
+        return refuse(format!(
+            "serverconfig-webhook: Server {namespace}/{} has an empty spec.serverConfig",
+            server.meta.name
+        ));
+    }
+    let sc_name = &server.server_config;
+    if let Some(err) = inputs.config_error {
+        return Decision::Denied {
+            message: format!(
+                "serverconfig-webhook: cannot apply ServerConfig {namespace}/{sc_name}: {err}"
+            ),
+        };
+    }
+    let Some(config) = inputs.config else {
+        return on_missing(namespace, sc_name, inputs.controller_config, settings);
+    };
+    let want = desired(server, config);
+    build_patch(
+        operation,
+        kind,
+        namespace,
+        object,
+        &want,
+        config,
+        inputs.controller_config,
+    )
+}
+
+fn on_missing(
+    namespace: &str,
+    sc_name: &str,
+    controller_config: Option<&ServerConfig>,
+    settings: &Settings,
+) -> Decision {
+    let ctl = &settings.controller_namespace;
+    let shared = controller_config.is_some_and(|c| !c.is_placeholder());
+    let allow = match settings.on_missing {
+        OnMissing::Allow => true,
+        OnMissing::Deny => false,
+        OnMissing::Auto => shared,
+    };
+    if allow {
+        let used = if controller_config.is_some() {
+            format!("kept the controller's object built from ServerConfig {ctl}/{sc_name}")
+        } else {
+            "kept the controller's object".to_string()
+        };
+        Decision::Unchanged {
+            reason: "serverconfig-missing",
+            warnings: vec![format!(
+                "serverconfig-webhook: no ServerConfig {sc_name:?} in namespace {namespace:?}; {used}"
+            )],
+        }
+    } else {
+        let why = if controller_config.is_some_and(|c| c.is_placeholder()) {
+            format!(" ({ctl}/{sc_name} is only a placeholder with no images)")
+        } else if controller_config.is_none() {
+            String::new()
+        } else {
+            " (--on-missing=deny)".to_string()
+        };
+        Decision::Denied {
+            message: format!(
+                "serverconfig-webhook: ServerConfig {sc_name:?} not found in namespace {namespace:?}{why}; create it in {namespace:?} so the Server can use it"
+            ),
+        }
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Keeps keys other parties set on the object (for example
+/// `kubectl.kubernetes.io/restartedAt`), drops keys that came from the
+/// controller-namespace ServerConfig and are not desired, and sets every
+/// desired key.
+fn reconcile_map(
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+    stale_from: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut out = current.clone();
+    if let Some(stale) = stale_from {
+        for k in stale.keys() {
+            if !wanted.contains_key(k) && k != LAST_APPLIED_ANNOTATION {
+                out.remove(k);
+            }
+        }
+    }
+    out.extend(wanted.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+struct PatchBuilder<'a> {
+    object: &'a Value,
+    ops: Vec<PatchOperation>,
+}
+
+impl PatchBuilder<'_> {
+    /// Adds an op setting `path` to `value` unless it is already equal
+    /// semantically. The parent must exist (callers ensure it).
+    fn set(&mut self, path: &str, value: Value) {
+        let current = self.object.pointer(path);
+        if current.map(normalize) == Some(normalize(&value)) {
+            return;
+        }
+        let Ok(pointer) = path.parse() else {
+            return; // paths are constants of this module
+        };
+        self.ops.push(match current {
+            Some(_) => PatchOperation::Replace(ReplaceOperation {
+                path: pointer,
+                value,
+            }),
+            None => PatchOperation::Add(AddOperation {
+                path: pointer,
+                value,
+            }),
+        });
+    }
+
+    fn differs(&self, path: &str, value: &Value) -> bool {
+        self.object.pointer(path).map(normalize) != Some(normalize(value))
+    }
+}
+
+fn build_patch(
+    operation: Operation,
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &Value,
+    want: &Desired,
+    config: &ServerConfig,
+    controller_config: Option<&ServerConfig>,
+) -> Decision {
+    let mut warnings = Vec::new();
+    let source = format!("{namespace}/{}", config.meta.name);
+    let stale_labels = controller_config.map(|c| &c.meta.labels);
+    let stale_annotations = controller_config.map(|c| &c.meta.annotations);
+    let mut b = PatchBuilder {
+        object,
+        ops: Vec::new(),
+    };
+
+    if object.get("metadata").is_none() {
+        return Decision::Denied {
+            message: "serverconfig-webhook: the object has no metadata".into(),
+        };
+    }
+    let labels = reconcile_map(
+        &string_map(object.pointer("/metadata/labels")),
+        &want.labels,
+        stale_labels,
+    );
+    b.set("/metadata/labels", json!(labels));
+    let mut wanted_annotations = want.annotations.clone();
+    wanted_annotations.insert(SOURCE_ANNOTATION.into(), source.clone());
+    wanted_annotations.insert(HASH_ANNOTATION.into(), want.hash.clone());
+    let annotations = reconcile_map(
+        &string_map(object.pointer("/metadata/annotations")),
+        &wanted_annotations,
+        stale_annotations,
+    );
+    b.set("/metadata/annotations", json!(annotations));
+
+    if object.pointer("/spec").is_none_or(|s| !s.is_object()) {
+        return Decision::Denied {
+            message: "serverconfig-webhook: the object has no spec".into(),
+        };
+    }
+    let template_labels = reconcile_map(
+        &string_map(object.pointer("/spec/template/metadata/labels")),
+        &want.template_labels,
+        stale_labels,
+    );
+    let template_annotations = reconcile_map(
+        &string_map(object.pointer("/spec/template/metadata/annotations")),
+        &want.template_annotations,
+        stale_annotations,
+    );
+    match object.pointer("/spec/template/metadata") {
+        Some(Value::Object(_)) => {
+            b.set("/spec/template/metadata/labels", json!(template_labels));
+            if !(template_annotations.is_empty()
+                && object
+                    .pointer("/spec/template/metadata/annotations")
+                    .is_none())
+            {
+                b.set(
+                    "/spec/template/metadata/annotations",
+                    json!(template_annotations),
+                );
+            }
+        }
+        _ => {
+            if object.pointer("/spec/template").is_none() {
+                b.set("/spec/template", json!({}));
+            }
+            b.set(
+                "/spec/template/metadata",
+                json!({"labels": template_labels, "annotations": template_annotations}),
+            );
+        }
+    }
+    b.set("/spec/template/spec", want.pod_spec.clone());
+
+    // Fields derived from the Server alone, plus the ServerConfig's claim
+    // templates: immutable on UPDATE, so only warn there.
+    let mut immutable: Vec<(&str, Value)> = vec![("/spec/selector", want.selector.clone())];
+    if kind == WorkloadKind::StatefulSet {
+        immutable.push(("/spec/serviceName", json!(want.service_name)));
+        let current: Vec<Value> = object
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(vct_identity).collect())
+            .unwrap_or_default();
+        let wanted: Vec<Value> = want
+            .volume_claim_templates
+            .iter()
+            .map(vct_identity)
+            .collect();
+        if current != wanted {
+            immutable.push((
+                "/spec/volumeClaimTemplates",
+                json!(want.volume_claim_templates),
+            ));
+        }
+    }
+    for (path, value) in immutable {
+        let is_vct = path.ends_with("volumeClaimTemplates");
+        if !is_vct && !b.differs(path, &value) {
+            continue;
+        }
+        if operation == Operation::Create {
+            if is_vct {
+                let Ok(pointer) = path.parse() else { continue };
+                b.ops.push(match object.pointer(path) {
+                    Some(_) => PatchOperation::Replace(ReplaceOperation {
+                        path: pointer,
+                        value,
+                    }),
+                    None => PatchOperation::Add(AddOperation {
+                        path: pointer,
+                        value,
+                    }),
+                });
+            } else {
+                b.set(path, value);
+            }
+        } else {
+            let field = path.trim_start_matches('/').replace('/', ".");
+            warnings.push(format!(
+                "serverconfig-webhook: {field} differs from what ServerConfig {source} gives but cannot change on update; recreate the workload to apply it"
+            ));
+        }
+    }
+
+    for c in want
+        .pod_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+            warnings.push(format!(
+                "serverconfig-webhook: container {name:?} has no image in ServerConfig {source}"
+            ));
+        }
+    }
+    let names: Vec<&str> = want
+        .pod_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    if unique.len() != names.len() {
+        warnings.push(format!(
+            "serverconfig-webhook: merging Server and ServerConfig {source} gives duplicate container names"
+        ));
+    }
+
+    if b.ops.is_empty() {
+        Decision::Unchanged {
+            reason: "already-applied",
+            warnings,
+        }
+    } else {
+        Decision::Patched {
+            patch: Patch(b.ops),
+            source,
+            hash: want.hash.clone(),
+            warnings,
+        }
+    }
+}

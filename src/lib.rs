@@ -1,0 +1,11 @@
+//! serverconfig-webhook: makes the stock Seldon Core v2 controller's Server
+//! workloads use the ServerConfig of the Server's own namespace.
+
+pub mod admission;
+pub mod cache;
+pub mod certs;
+pub mod cli;
+pub mod core;
+pub mod metrics;
+pub mod render;
+pub mod server;

@@ -1,0 +1,193 @@
+//! The `serverconfig-webhook` binary.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use serverconfig_webhook::admission::Admission;
+use serverconfig_webhook::cache::{Caches, Namespaces};
+use serverconfig_webhook::cli::{Cli, Command, LogFormat, OutputFormat, RenderArgs, ServeArgs};
+use serverconfig_webhook::core::mutate::Settings;
+use serverconfig_webhook::metrics::Metrics;
+use serverconfig_webhook::server::{self, tls, Limits, Readiness};
+use serverconfig_webhook::{certs, render};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Render(args) => run_render(&args),
+        Command::Certs(args) => match certs::generate(&args.dns, args.days)
+            .and_then(|g| certs::write_dir(&g, &args.out))
+        {
+            Ok(()) => {
+                println!(
+                    "wrote ca.crt, ca.key, tls.crt, tls.key and ca-bundle.b64 to {}",
+                    args.out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("serverconfig-webhook certs: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn run_render(args: &RenderArgs) -> ExitCode {
+    let result = (|| {
+        let workload = render::read_document(&args.statefulset)?;
+        let server = render::read_document(&args.server)?;
+        let config = render::read_document(&args.serverconfig)?;
+        render::render(&workload, &server, &config, &args.controller_namespace)
+    })();
+    let rendered = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serverconfig-webhook render: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &rendered.warnings {
+        eprintln!("warning: {w}");
+    }
+    let value = if args.patch {
+        &rendered.patch
+    } else {
+        &rendered.object
+    };
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string()),
+        OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
+    };
+    match text {
+        Ok(t) => {
+            println!("{}", t.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("serverconfig-webhook render: cannot encode output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serverconfig-webhook serve: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "serve failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let cert_files = tls::CertFiles {
+        cert: args.tls_cert_file.clone(),
+        key: args.tls_key_file.clone(),
+        client_ca: args.client_ca.clone(),
+        reload_interval: args.cert_reload_interval,
+    };
+    let cert_store = Arc::new(tls::CertStore::default());
+    let fingerprint = tls::initial_load(&cert_store, &cert_files)?;
+    let tls_config = tls::server_config(cert_store.clone(), cert_files.client_ca.as_deref())?;
+    tokio::spawn(tls::reload_loop(
+        cert_store.clone(),
+        cert_files,
+        fingerprint,
+        metrics.clone(),
+    ));
+
+    let watch: Vec<String> = args
+        .watch_namespaces
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    let namespaces = if watch.is_empty() {
+        Namespaces::All
+    } else {
+        Namespaces::List(watch)
+    };
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot build a Kubernetes client (kubeconfig or in-cluster): {e}")
+    })?;
+    let (caches, _tasks) = Caches::start(
+        client,
+        &namespaces,
+        &args.controller_namespace,
+        metrics.clone(),
+    );
+
+    let admission = Arc::new(Admission {
+        settings: Settings {
+            controller_namespace: args.controller_namespace.clone(),
+            on_missing: args.on_missing,
+        },
+        caches: caches.clone(),
+        metrics,
+    });
+    let readiness = Readiness::new(caches, cert_store);
+    let metrics_addr = if args.metrics_addr.is_empty() {
+        None
+    } else {
+        Some(
+            args.metrics_addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--metrics-addr {:?}: {e}", args.metrics_addr))?,
+        )
+    };
+    let limits = Limits {
+        shutdown_delay: args.shutdown_delay,
+        drain_timeout: args.drain_timeout,
+        ..Limits::default()
+    };
+    let srv = server::Server::bind(
+        args.listen_addr,
+        metrics_addr,
+        tls_config,
+        admission,
+        readiness,
+        limits,
+    )
+    .await?;
+    tracing::info!(addr = %srv.local_addr()?, metrics = ?srv.metrics_addr(), ?namespaces,
+        controller_namespace = %args.controller_namespace, on_missing = ?args.on_missing, "serving");
+    srv.run(server::shutdown_signal()).await
+}
