@@ -274,8 +274,8 @@ fn out_of_scope_objects_get_no_patch() {
         version: "v1",
         kind: "StatefulSet",
     };
-    type ScopeCase<'a> = (&'a str, Gvk<'a>, Operation, &'a str, Option<&'a Value>, &'a str);
-    let cases: Vec<ScopeCase> = vec![
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, Gvk, Operation, &str, Option<&Value>, &str)> = vec![
         (
             "controller namespace (Pattern 2)",
             sts,
