@@ -182,11 +182,12 @@ impl Caches {
         let fill = |resource: ApiResource| {
             let mut writer = reflector::store::Writer::new(resource.clone());
             let reader = writer.as_reader();
+            writer.apply_watcher_event(&watcher::Event::Init);
             for o in objects
                 .iter()
                 .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == resource.kind))
             {
-                writer.apply_watcher_event(&watcher::Event::Apply(o.clone()));
+                writer.apply_watcher_event(&watcher::Event::InitApply(o.clone()));
             }
             writer.apply_watcher_event(&watcher::Event::InitDone);
             (reader, writer)

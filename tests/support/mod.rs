@@ -3,6 +3,8 @@
 //! Server and whichever ServerConfig it found in its own namespace.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use serde_json::{json, Value};
 use serverconfig_webhook::core::desired::desired;
 use serverconfig_webhook::core::model::{Server, ServerConfig};

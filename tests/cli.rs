@@ -1,0 +1,314 @@
+//! The binary itself: `render` exit codes and output, `certs`, and `serve`
+//! draining an in-flight request on a real SIGTERM.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_serverconfig-webhook");
+const APP: &str = "financial-mlops-pytorch";
+
+fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_yaml_ng::to_string(v).expect("yaml")).expect("write");
+    p
+}
+
+fn team() -> Value {
+    real_server_config("triton", APP, "mlserver-config", |old| {
+        format!("harbor.test/team/{}", old.rsplit('/').next().unwrap_or(old))
+    })
+}
+
+fn render(args: &[&Path], extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("render")
+        .arg("--statefulset")
+        .arg(args[0])
+        .arg("--server")
+        .arg(args[1])
+        .arg("--serverconfig")
+        .arg(args[2])
+        .args(extra)
+        .output()
+        .expect("run render");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn render_prints_the_fixed_object_and_the_patch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let sts = controller_statefulset(
+        &srv,
+        &placeholder(
+            "seldon-system",
+            "mlserver-config",
+            &["rclone", "agent", "triton"],
+        ),
+    );
+    let files = [
+        write(tmp.path(), "sts.yaml", &sts),
+        write(tmp.path(), "server.yaml", &srv),
+        write(tmp.path(), "sc.yaml", &team()),
+    ];
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, out, err) = render(&paths, &[]);
+    assert_eq!(code, 0, "{err}");
+    let fixed: Value = serde_yaml_ng::from_str(&out).expect("yaml output");
+    assert_eq!(images(&fixed).len(), 3);
+    assert!(
+        images(&fixed)
+            .iter()
+            .all(|i| i.starts_with("harbor.test/team/")),
+        "{:?}",
+        images(&fixed)
+    );
+    let (code, out, _) = render(&paths, &["--patch", "-o", "json"]);
+    assert_eq!(code, 0);
+    let patch: Value = serde_json::from_str(&out).expect("json patch");
+    assert!(patch.as_array().is_some_and(|a| !a.is_empty()));
+    // Rendering the fixed object again gives an empty patch (fixed point).
+    let fixed_path = write(tmp.path(), "fixed.yaml", &fixed);
+    let (code, out, _) = render(
+        &[&fixed_path, paths[1], paths[2]],
+        &["--patch", "-o", "json"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json"),
+        json!([])
+    );
+}
+
+#[test]
+fn render_leaves_out_of_scope_objects_unchanged() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = server("seldon-system", "mlserver", "mlserver-config", json!({}));
+    let mut sc = team();
+    sc["metadata"]["namespace"] = json!("seldon-system");
+    let sts = controller_statefulset(&srv, &sc);
+    let files = [
+        write(tmp.path(), "sts.yaml", &sts),
+        write(tmp.path(), "server.yaml", &srv),
+        write(tmp.path(), "sc.yaml", &sc),
+    ];
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, out, err) = render(&paths, &["-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json"), sts);
+}
+
+#[test]
+fn render_bad_input_exits_2_with_one_sentence() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let sts = controller_statefulset(&srv, &team());
+    let other_server = server(APP, "other", "mlserver-config", json!({}));
+    let mut foreign_sc = team();
+    foreign_sc["metadata"]["namespace"] = json!("team-b");
+    let good = [
+        write(tmp.path(), "sts.yaml", &sts),
+        write(tmp.path(), "server.yaml", &srv),
+        write(tmp.path(), "sc.yaml", &team()),
+    ];
+    let other = write(tmp.path(), "other.yaml", &other_server);
+    let foreign = write(tmp.path(), "foreign.yaml", &foreign_sc);
+    let garbage = tmp.path().join("garbage.yaml");
+    std::fs::write(&garbage, "kind: [unclosed").expect("write");
+    let missing = tmp.path().join("missing.yaml");
+    // (name, [sts, server, sc], text on stderr)
+    let cases: Vec<(&str, [&Path; 3], &str)> = vec![
+        (
+            "unreadable file",
+            [&missing, &good[1], &good[2]],
+            "cannot read",
+        ),
+        (
+            "not YAML",
+            [&garbage, &good[1], &good[2]],
+            "not valid YAML or JSON",
+        ),
+        (
+            "wrong kind",
+            [&good[1], &good[1], &good[2]],
+            "must be an apps/v1 StatefulSet or Deployment",
+        ),
+        (
+            "server given as serverconfig",
+            [&good[0], &good[1], &good[1]],
+            "expected a ServerConfig",
+        ),
+        (
+            "server not owning the object",
+            [&good[0], &other, &good[2]],
+            "is owned by Server \"mlserver\", not by the given Server \"other\"",
+        ),
+        (
+            "serverconfig from another namespace",
+            [&good[0], &good[1], &foreign],
+            "only uses objects of the workload's own namespace",
+        ),
+    ];
+    for (name, files, text) in cases {
+        let (code, out, err) = render(&files, &[]);
+        assert_eq!(code, 2, "case {name}: {err}");
+        assert!(out.is_empty(), "case {name}: nothing on stdout");
+        assert!(err.contains(text), "case {name}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "case {name}: one sentence: {err}"
+        );
+    }
+}
+
+#[test]
+fn certs_writes_a_usable_pair_without_committing_keys() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = Command::new(BIN)
+        .args([
+            "certs",
+            "--dns",
+            "serverconfig-webhook.serverconfig-webhook-system.svc",
+            "--out",
+        ])
+        .arg(tmp.path())
+        .output()
+        .expect("run certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle.b64"] {
+        assert!(tmp.path().join(f).exists(), "{f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tmp.path().join("tls.key"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    serverconfig_webhook::server::tls::load_pair(
+        &tmp.path().join("tls.crt"),
+        &tmp.path().join("tls.key"),
+    )
+    .expect("pair loads");
+}
+
+#[test]
+fn serve_finishes_an_in_flight_request_after_sigterm() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let g = support::tls::pair();
+    let certs = support::tls::SecretDir::new(tmp.path(), &g.cert, &g.key);
+    // No API server behind this kubeconfig: caches never sync, lookups miss,
+    // and the webhook still answers (with a denial naming the Server).
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n").expect("kubeconfig");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen-addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-addr",
+            "",
+            "--shutdown-delay",
+            "300ms",
+            "--log-format",
+            "text",
+        ])
+        .arg("--tls-cert-file")
+        .arg(certs.cert())
+        .arg("--tls-key-file")
+        .arg(certs.key())
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let result = rt.block_on(async {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+        let obj = controller_statefulset(&srv, &team());
+        let review = json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},
+            "resource":{"group":"apps","version":"v1","resource":"statefulsets"},
+            "name":"mlserver","namespace":APP,"operation":"CREATE","userInfo":{},"object":obj}});
+        let body = serde_json::to_vec(&review).expect("json");
+        let (head, tail) = body.split_at(body.len() / 2);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+        tx.send(Ok(bytes::Bytes::copy_from_slice(head)))
+            .await
+            .expect("head");
+        let c = support::tls::client(&[&g.ca_cert], false);
+        let req = tokio::spawn(async move {
+            c.post(format!("https://localhost:{port}/mutate"))
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                ))
+                .send()
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(Ok(bytes::Bytes::copy_from_slice(tail)))
+            .await
+            .expect("tail");
+        drop(tx);
+        let resp = req
+            .await
+            .expect("task")
+            .expect("in-flight request answered after SIGTERM");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("json");
+        (status, v)
+    });
+    let (status, v) = result;
+    assert_eq!(status, 200);
+    assert_eq!(v["response"]["uid"], "u1");
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Ok(Some(s)) = child.try_wait() {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = exited.expect("serve exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let _ = std::io::stderr().flush();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
