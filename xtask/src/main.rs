@@ -1,1 +1,70 @@
-fn main() {}
+//! Project tasks: `cargo xtask test` (what CI runs), `e2e`, `demo`.
+
+mod e2e;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [flags]
+
+tasks:
+  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, then the e2e suite
+  e2e     the end-to-end suite on a local control plane (see `cargo xtask e2e --help`)
+  demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match task.as_str() {
+        "test" => test(rest),
+        "e2e" => e2e::run(rest),
+        "demo" => e2e::demo(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("unknown task {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Everything CI checks, in order of cost; `--no-e2e` skips the control plane.
+fn test(args: &[String]) -> Result<()> {
+    let skip_e2e = args.iter().any(|a| a == "--no-e2e");
+    let e2e_args: Vec<String> = args.iter().filter(|a| *a != "--no-e2e").cloned().collect();
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["test", "--workspace"])?;
+    if skip_e2e {
+        eprintln!("xtask test: e2e skipped on request (--no-e2e)");
+        return Ok(());
+    }
+    e2e::run(&e2e_args)
+}
