@@ -297,9 +297,11 @@ fn normalize_in(key: Option<&str>, v: &Value) -> Option<Value> {
         Value::Bool(false) => keep_zero(key).then(|| v.clone()),
         Value::Number(n) if n.as_f64() == Some(0.0) => keep_zero(key).then(|| v.clone()),
         Value::String(s) if s.is_empty() => keep_zero(key).then(|| v.clone()),
-        Value::String(s) if key.is_some_and(is_quantity_key) => Some(Value::String(
-            canonical_value(v, false).unwrap_or_else(|| s.clone()),
-        )),
+        Value::String(s) if key.is_some_and(is_quantity_key) => {
+            let canonical = canonical_value(v, false).unwrap_or_else(|| s.clone());
+            // `divisor` is a non-pointer Quantity: Go writes its zero as "0".
+            (!(key == Some("divisor") && canonical == "0")).then_some(Value::String(canonical))
+        }
         Value::Array(a) => {
             let items: Vec<Value> = a
                 .iter()
@@ -331,7 +333,7 @@ fn keep_zero(key: Option<&str>) -> bool {
 }
 
 fn is_quantity_key(k: &str) -> bool {
-    k == "sizeLimit" || k == "storage"
+    matches!(k, "sizeLimit" | "storage" | "divisor")
 }
 
 #[cfg(test)]
