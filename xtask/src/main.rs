@@ -60,7 +60,14 @@ fn test(args: &[String]) -> Result<()> {
     let skip_e2e = args.iter().any(|a| a == "--no-e2e");
     let e2e_args: Vec<String> = args.iter().filter(|a| *a != "--no-e2e").cloned().collect();
     cargo(&["fmt", "--all", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace"])?;
     if skip_e2e {
         eprintln!("xtask test: e2e skipped on request (--no-e2e)");
