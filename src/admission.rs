@@ -127,6 +127,13 @@ impl Admission {
             }
         };
 
+        let old_object = match operation {
+            Operation::Update => req
+                .old_object
+                .as_ref()
+                .and_then(|o| serde_json::to_value(o).ok()),
+            _ => None,
+        };
         let caches = &self.caches;
         let decision = {
             {
@@ -159,6 +166,7 @@ impl Admission {
                     config: config_ok,
                     config_error: config_err_text.as_deref(),
                     controller_config: controller_config.as_deref().and_then(|r| r.as_ref().ok()),
+                    old_object: old_object.as_ref(),
                 };
                 decide(operation, kind, &namespace, &object, inputs, &self.settings)
             }

@@ -45,6 +45,19 @@ fn admit(
     ctl: Option<&Value>,
     s: &Settings,
 ) -> Run {
+    admit_with_old(op, object, None, server, team, ctl, s)
+}
+
+/// [`admit`] with the stored object (`oldObject`) of an UPDATE.
+fn admit_with_old(
+    op: Operation,
+    object: &Value,
+    old: Option<&Value>,
+    server: Option<&Value>,
+    team: Option<&Value>,
+    ctl: Option<&Value>,
+    s: &Settings,
+) -> Run {
     let server = server.map(|v| Server::from_value(v).expect("server"));
     let team = team.map(|v| ServerConfig::from_value(v).expect("team config"));
     let ctl = ctl.map(|v| ServerConfig::from_value(v).expect("controller config"));
@@ -54,6 +67,7 @@ fn admit(
         config: team.as_ref(),
         config_error: None,
         controller_config: ctl.as_ref(),
+        old_object: old,
     };
     let decision = decide(op, WorkloadKind::StatefulSet, ns, object, inputs, s);
     let mut patched = object.clone();
@@ -144,8 +158,14 @@ fn pattern1_gets_the_team_images_and_is_a_fixed_point() {
         );
         assert_eq!(first.decision.outcome(), "patched", "case {}", c.name);
         // The stored object is exactly what the controller builds from the
-        // team's own ServerConfig.
-        let want = controller_statefulset(&srv, &team);
+        // team's own ServerConfig (plus, in the template, a placeholder's
+        // own labels: see placeholder_keys_stay_in_the_template_frozen_at_create).
+        let mut want = controller_statefulset(&srv, &team);
+        if let Some(ph_labels) = ctl["metadata"]["labels"].as_object() {
+            for (k, v) in ph_labels {
+                want["spec"]["template"]["metadata"]["labels"][k] = v.clone();
+            }
+        }
         assert_eq!(
             first.object["spec"]["template"]["spec"], want["spec"]["template"]["spec"],
             "case {}",
@@ -516,14 +536,15 @@ fn server_problems_deny_create_and_warn_on_update() {
 }
 
 #[test]
-fn foreign_keys_survive_and_controller_config_keys_go() {
+fn foreign_keys_survive_and_shared_config_keys_go() {
     let team = real_server_config("mlserver", APP, "mlserver-config", team_image);
-    let ctl = ctl_placeholder("mlserver");
+    let mut shared = ctl_platform("mlserver");
+    shared["metadata"]["labels"] = json!({"platform/tier": "shared"});
     let srv = server(APP, "mlserver", "mlserver-config", json!({}));
-    let mut incoming = controller_statefulset(&srv, &ctl);
+    let mut incoming = controller_statefulset(&srv, &shared);
     assert_eq!(
-        incoming["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-        "serverconfig-webhook"
+        incoming["spec"]["template"]["metadata"]["labels"]["platform/tier"],
+        "shared"
     );
     incoming["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
         json!("2026-11-25T00:00:00Z");
@@ -532,7 +553,7 @@ fn foreign_keys_survive_and_controller_config_keys_go() {
         &incoming,
         Some(&srv),
         Some(&team),
-        Some(&ctl),
+        Some(&shared),
         &settings(OnMissing::Auto),
     );
     let tmpl = &run.object["spec"]["template"]["metadata"];
@@ -540,13 +561,60 @@ fn foreign_keys_survive_and_controller_config_keys_go() {
         tmpl["annotations"]["kubectl.kubernetes.io/restartedAt"],
         "2026-11-25T00:00:00Z"
     );
-    assert!(
-        tmpl["labels"].get("app.kubernetes.io/managed-by").is_none(),
-        "{tmpl}"
-    );
+    assert!(tmpl["labels"].get("platform/tier").is_none(), "{tmpl}");
     assert!(run.object["metadata"]["labels"]
+        .get("platform/tier")
+        .is_none());
+}
+
+#[test]
+fn placeholder_keys_stay_in_the_template_frozen_at_create() {
+    let team = real_server_config("mlserver", APP, "mlserver-config", team_image);
+    let mut ph = ctl_placeholder("mlserver");
+    ph["metadata"]["annotations"] =
+        json!({"serverconfig-webhook/used-by": "financial-mlops-pytorch"});
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let s = settings(OnMissing::Auto);
+    let created = admit(
+        Operation::Create,
+        &controller_statefulset(&srv, &ph),
+        Some(&srv),
+        Some(&team),
+        Some(&ph),
+        &s,
+    );
+    let tmpl = &created.object["spec"]["template"]["metadata"];
+    // Kept in the template: the stock controller compares it on every reconcile.
+    assert_eq!(
+        tmpl["labels"]["app.kubernetes.io/managed-by"],
+        "serverconfig-webhook"
+    );
+    assert_eq!(
+        tmpl["annotations"]["serverconfig-webhook/used-by"],
+        "financial-mlops-pytorch"
+    );
+    // Not on the workload itself: the controller ignores object metadata.
+    assert!(created.object["metadata"]["labels"]
         .get("app.kubernetes.io/managed-by")
         .is_none());
+    // The placeholder's users change; the controller sends a full Update
+    // with the new value; the template keeps the stored one (no rollout).
+    ph["metadata"]["annotations"] =
+        json!({"serverconfig-webhook/used-by": "financial-mlops-pytorch,financial-inference"});
+    let update = controller_statefulset(&srv, &ph);
+    let run = admit_with_old(
+        Operation::Update,
+        &update,
+        Some(&created.object),
+        Some(&srv),
+        Some(&team),
+        Some(&ph),
+        &s,
+    );
+    assert_eq!(
+        run.object["spec"]["template"],
+        created.object["spec"]["template"]
+    );
 }
 
 #[test]

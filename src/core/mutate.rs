@@ -126,8 +126,10 @@ pub struct Inputs<'a> {
     /// A ServerConfig found there that could not be read, with the reason.
     pub config_error: Option<&'a str>,
     /// The same-named ServerConfig in the controller namespace (what the
-    /// stock controller used), for `--on-missing auto` and stale keys.
+    /// stock controller used), for `--on-missing auto` and copied keys.
     pub controller_config: Option<&'a ServerConfig>,
+    /// The stored object, on UPDATE (the review's `oldObject`).
+    pub old_object: Option<&'a Value>,
 }
 
 /// The outcome of one admission.
@@ -218,6 +220,7 @@ pub fn decide(
         &want,
         config,
         inputs.controller_config,
+        inputs.old_object,
     )
 }
 
@@ -272,20 +275,50 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// What to do with the keys the controller copied from the
+/// controller-namespace ServerConfig.
+#[derive(Clone)]
+enum Copied<'a> {
+    /// Nothing known about the controller's ServerConfig.
+    Unknown,
+    /// A real shared ServerConfig: its keys are not desired, drop them.
+    Drop(&'a BTreeMap<String, String>),
+    /// A placeholder: keep its keys in the pod template with the value
+    /// they had when the workload was created. The stock controller copies
+    /// ServerConfig labels and annotations into the template and compares
+    /// the template on every reconcile; without them it would send an
+    /// Update each time, and with live values a change of the placeholder's
+    /// annotations would roll every pod that uses it.
+    Freeze {
+        keys: &'a BTreeMap<String, String>,
+        stored: Option<BTreeMap<String, String>>,
+    },
+}
+
 /// Keeps keys other parties set on the object (for example
-/// `kubectl.kubernetes.io/restartedAt`), drops keys that came from the
-/// controller-namespace ServerConfig and are not desired, and sets every
+/// `kubectl.kubernetes.io/restartedAt`), treats keys copied from the
+/// controller-namespace ServerConfig as [`Copied`] says, and sets every
 /// desired key.
 fn reconcile_map(
     current: &BTreeMap<String, String>,
     wanted: &BTreeMap<String, String>,
-    stale_from: Option<&BTreeMap<String, String>>,
+    copied: &Copied<'_>,
 ) -> BTreeMap<String, String> {
     let mut out = current.clone();
-    if let Some(stale) = stale_from {
-        for k in stale.keys() {
-            if !wanted.contains_key(k) && k != LAST_APPLIED_ANNOTATION {
-                out.remove(k);
+    match copied {
+        Copied::Unknown => {}
+        Copied::Drop(keys) => {
+            for k in keys.keys() {
+                if !wanted.contains_key(k) && k != LAST_APPLIED_ANNOTATION {
+                    out.remove(k);
+                }
+            }
+        }
+        Copied::Freeze { keys, stored } => {
+            for k in keys.keys() {
+                if let Some(v) = stored.as_ref().and_then(|s| s.get(k)) {
+                    out.insert(k.clone(), v.clone());
+                }
             }
         }
     }
@@ -334,11 +367,27 @@ fn build_patch(
     want: &Desired,
     config: &ServerConfig,
     controller_config: Option<&ServerConfig>,
+    old_object: Option<&Value>,
 ) -> Decision {
     let mut warnings = Vec::new();
     let source = format!("{namespace}/{}", config.meta.name);
-    let stale_labels = controller_config.map(|c| &c.meta.labels);
-    let stale_annotations = controller_config.map(|c| &c.meta.annotations);
+    let stale_labels = controller_config.map_or(Copied::Unknown, |c| Copied::Drop(&c.meta.labels));
+    let stale_annotations =
+        controller_config.map_or(Copied::Unknown, |c| Copied::Drop(&c.meta.annotations));
+    let (template_copied_labels, template_copied_annotations) = match controller_config {
+        Some(c) if c.is_placeholder() => (
+            Copied::Freeze {
+                keys: &c.meta.labels,
+                stored: old_object.map(|o| string_map(o.pointer("/spec/template/metadata/labels"))),
+            },
+            Copied::Freeze {
+                keys: &c.meta.annotations,
+                stored: old_object
+                    .map(|o| string_map(o.pointer("/spec/template/metadata/annotations"))),
+            },
+        ),
+        _ => (stale_labels.clone(), stale_annotations.clone()),
+    };
     let mut b = PatchBuilder {
         object,
         ops: Vec::new(),
@@ -352,7 +401,7 @@ fn build_patch(
     let labels = reconcile_map(
         &string_map(object.pointer("/metadata/labels")),
         &want.labels,
-        stale_labels,
+        &stale_labels,
     );
     b.set("/metadata/labels", json!(labels));
     let mut wanted_annotations = want.annotations.clone();
@@ -361,7 +410,7 @@ fn build_patch(
     let annotations = reconcile_map(
         &string_map(object.pointer("/metadata/annotations")),
         &wanted_annotations,
-        stale_annotations,
+        &stale_annotations,
     );
     b.set("/metadata/annotations", json!(annotations));
 
@@ -373,12 +422,12 @@ fn build_patch(
     let template_labels = reconcile_map(
         &string_map(object.pointer("/spec/template/metadata/labels")),
         &want.template_labels,
-        stale_labels,
+        &template_copied_labels,
     );
     let template_annotations = reconcile_map(
         &string_map(object.pointer("/spec/template/metadata/annotations")),
         &want.template_annotations,
-        stale_annotations,
+        &template_copied_annotations,
     );
     match object.pointer("/spec/template/metadata") {
         Some(Value::Object(_)) => {
