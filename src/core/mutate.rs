@@ -212,16 +212,7 @@ pub fn decide(
         return on_missing(namespace, sc_name, inputs.controller_config, settings);
     };
     let want = desired(server, config);
-    build_patch(
-        operation,
-        kind,
-        namespace,
-        object,
-        &want,
-        config,
-        inputs.controller_config,
-        inputs.old_object,
-    )
+    build_patch(operation, kind, namespace, object, &want, config, &inputs)
 }
 
 fn on_missing(
@@ -366,9 +357,9 @@ fn build_patch(
     object: &Value,
     want: &Desired,
     config: &ServerConfig,
-    controller_config: Option<&ServerConfig>,
-    old_object: Option<&Value>,
+    inputs: &Inputs<'_>,
 ) -> Decision {
+    let (controller_config, old_object) = (inputs.controller_config, inputs.old_object);
     let mut warnings = Vec::new();
     let source = format!("{namespace}/{}", config.meta.name);
     let stale_labels = controller_config.map_or(Copied::Unknown, |c| Copied::Drop(&c.meta.labels));
