@@ -82,12 +82,15 @@ pub struct Caches {
     configs: KindCache<ServerConfig>,
     ready: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Bumped on every watch event, so the sync loop can react to changes.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn start_reflector(
     client: &Client,
     resource: &ApiResource,
     ns: Option<&str>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> (
     Store<DynamicObject>,
     impl futures::Future<Output = ()> + Send + 'static,
@@ -105,10 +108,12 @@ fn start_reflector(
             o.managed_fields_mut().clear();
         })
         .reflect(writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watch error; retrying with backoff");
+        .for_each(move |event| {
+            match event {
+                Ok(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
             }
+            futures::future::ready(())
         });
     (reader, stream)
 }
@@ -123,6 +128,7 @@ impl Caches {
         metrics: Arc<Metrics>,
     ) -> (Arc<Caches>, Vec<tokio::task::JoinHandle<()>>) {
         let mut tasks = Vec::new();
+        let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
         let mut make = |resource: &ApiResource, with_controller_ns: bool| {
             let mut stores = Vec::new();
             let mut namespaces_for_kind: Vec<Option<String>> = match namespaces {
@@ -133,7 +139,8 @@ impl Caches {
                 namespaces_for_kind.push(Some(controller_namespace.to_string()));
             }
             for ns in namespaces_for_kind {
-                let (store, fut) = start_reflector(&client, resource, ns.as_deref());
+                let (store, fut) =
+                    start_reflector(&client, resource, ns.as_deref(), changes.clone());
                 stores.push(store);
                 tasks.push(tokio::spawn(fut));
             }
@@ -157,6 +164,7 @@ impl Caches {
             },
             ready: AtomicBool::new(false),
             metrics,
+            changes,
         });
         let waiter = caches.clone();
         tasks.push(tokio::spawn(async move {
@@ -210,12 +218,39 @@ impl Caches {
             },
             ready: AtomicBool::new(true),
             metrics,
+            changes: Arc::new(tokio::sync::watch::channel(0u64).0),
         })
     }
 
     /// Whether every reflector has finished its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that changes on every watch event of any cache.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every cached ServerConfig, parsed (unreadable ones are skipped and logged).
+    pub fn all_server_configs(&self) -> Vec<Arc<Result<ServerConfig, ModelError>>> {
+        all_parsed(&self.configs, ServerConfig::from_value)
+    }
+
+    /// Cached Servers of `ns` whose `spec.serverConfig` is `config_name`.
+    pub fn servers_using(&self, ns: &str, config_name: &str) -> Vec<Server> {
+        all_parsed(&self.servers, Server::from_value)
+            .iter()
+            .filter_map(|r| r.as_ref().as_ref().ok())
+            .filter(|s| s.meta.namespace == ns && s.server_config == config_name)
+            .cloned()
+            .collect()
+    }
+
+    /// The Server `ns/name` from the cache only.
+    pub fn cached_server(&self, ns: &str, name: &str) -> Lookup<Server> {
+        let obj = self.servers.find(ns, name)?;
+        Some(parse_cached(&self.servers, &obj, Server::from_value))
     }
 
     /// Refreshes the cache size gauges.
@@ -318,4 +353,16 @@ fn parse_cached<T>(
         map.insert(key, (rv, parsed.clone()));
     }
     parsed
+}
+
+fn all_parsed<T>(
+    cache: &KindCache<T>,
+    parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+) -> Vec<Arc<Result<T, ModelError>>> {
+    cache
+        .stores
+        .iter()
+        .flat_map(|s| s.state())
+        .map(|o| parse_cached(cache, &o, parse))
+        .collect()
 }

@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the mutating admission webhook over HTTPS.
     Serve(ServeArgs),
+    /// Run only the sync loop: placeholders, rollout of ServerConfig changes, heal.
+    Sync(SyncCommandArgs),
     /// Print the object the webhook would produce for files on disk.
     Render(RenderArgs),
     /// Write a CA and a serving certificate (for running without cert-manager).
@@ -72,6 +74,33 @@ pub struct ServeArgs {
     /// How often to check the certificate files for changes.
     #[arg(long, env = "SERVERCONFIG_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Also run the sync loop (placeholders, rollout, heal) in this process;
+    /// only the replica holding the Lease runs it.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_SYNC")]
+    pub sync: bool,
+    #[command(flatten)]
+    pub sync_args: SyncArgs,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// After SIGTERM, keep serving this long with readiness false.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the listener closes, how long in-flight requests may take.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Where Seldon runs and what the webhook watches (shared by `serve`, `sync`).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
     /// Namespace of the Seldon controller; objects there are never changed.
     #[arg(
         long,
@@ -95,6 +124,74 @@ pub struct ServeArgs {
         default_value = "auto"
     )]
     pub on_missing: OnMissing,
+}
+
+impl ClusterArgs {
+    /// The watched namespaces (`All` when the list is empty).
+    pub fn namespaces(&self) -> crate::cache::Namespaces {
+        let list: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        if list.is_empty() {
+            crate::cache::Namespaces::All
+        } else {
+            crate::cache::Namespaces::List(list)
+        }
+    }
+}
+
+/// Sync loop flags (shared by `sync` and `serve --sync`).
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Most placeholders one application namespace can cause in the controller namespace.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_MAX_PLACEHOLDERS_PER_NAMESPACE",
+        default_value_t = 20
+    )]
+    pub max_placeholders_per_namespace: usize,
+    /// How often every Server workload is re-checked and healed.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_HEAL_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub heal_interval: Duration,
+    /// Namespace of the leader-election Lease (the webhook's own namespace).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "serverconfig-webhook-system"
+    )]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_LEASE_NAME",
+        default_value = "serverconfig-webhook-sync"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (defaults to the pod name or hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Lease duration: a leader that cannot renew for this long steps down.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
+/// `sync` flags.
+#[derive(Debug, Args)]
+pub struct SyncCommandArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub sync_args: SyncArgs,
+    /// Address of the plain-HTTP metrics and probe listener ("" to disable).
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: String,
     /// Log format.
     #[arg(
         long,
@@ -103,12 +200,6 @@ pub struct ServeArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// After SIGTERM, keep serving this long with readiness false.
-    #[arg(long, env = "SERVERCONFIG_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub shutdown_delay: Duration,
-    /// After the listener closes, how long in-flight requests may take.
-    #[arg(long, env = "SERVERCONFIG_WEBHOOK_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
 }
 
 /// `render` flags.

@@ -9,3 +9,4 @@ pub mod core;
 pub mod metrics;
 pub mod render;
 pub mod server;
+pub mod sync;

@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 use serverconfig_webhook::admission::Admission;
-use serverconfig_webhook::cache::{Caches, Namespaces};
-use serverconfig_webhook::cli::{Cli, Command, LogFormat, OutputFormat, RenderArgs, ServeArgs};
+use serverconfig_webhook::cache::Caches;
+use serverconfig_webhook::cli::{
+    Cli, ClusterArgs, Command, LogFormat, OutputFormat, RenderArgs, ServeArgs, SyncArgs,
+    SyncCommandArgs,
+};
 use serverconfig_webhook::core::mutate::Settings;
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{self, tls, Limits, Readiness};
+use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
 use serverconfig_webhook::{certs, render};
 
 fn main() -> ExitCode {
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Sync(args) => run_sync(args),
         Command::Render(args) => run_render(&args),
         Command::Certs(args) => match certs::generate(&args.dns, args.days)
             .and_then(|g| certs::write_dir(&g, &args.out))
@@ -116,6 +121,64 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+fn parse_metrics_addr(addr: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    addr.parse()
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr:?}: {e}"))
+}
+
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot build a Kubernetes client (kubeconfig or in-cluster): {e}")
+    })
+}
+
+fn sync_config(cluster: &ClusterArgs, args: &SyncArgs) -> SyncConfig {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("serverconfig-webhook-{}", std::process::id()))
+    });
+    SyncConfig {
+        settings: settings(cluster),
+        namespaces: cluster.namespaces(),
+        max_placeholders_per_namespace: args.max_placeholders_per_namespace,
+        heal_interval: args.heal_interval,
+        lease: LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            duration: args.lease_duration,
+            renew_every: args.lease_duration / 3,
+        },
+    }
+}
+
+fn settings(cluster: &ClusterArgs) -> Settings {
+    Settings {
+        controller_namespace: cluster.controller_namespace.clone(),
+        on_missing: cluster.on_missing,
+    }
+}
+
+/// Starts the sync loop in the background; flip the sender to stop it.
+fn spawn_sync(
+    client: kube::Client,
+    caches: Arc<Caches>,
+    cfg: SyncConfig,
+    metrics: Arc<Metrics>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(sync::run(client, caches, cfg, metrics, stop_rx));
+    (stop_tx, handle)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let cert_files = tls::CertFiles {
@@ -134,45 +197,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
-    let watch: Vec<String> = args
-        .watch_namespaces
-        .iter()
-        .filter(|n| !n.is_empty())
-        .cloned()
-        .collect();
-    let namespaces = if watch.is_empty() {
-        Namespaces::All
-    } else {
-        Namespaces::List(watch)
-    };
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot build a Kubernetes client (kubeconfig or in-cluster): {e}")
-    })?;
+    let namespaces = args.cluster.namespaces();
+    let client = kube_client().await?;
     let (caches, _tasks) = Caches::start(
-        client,
+        client.clone(),
         &namespaces,
-        &args.controller_namespace,
+        &args.cluster.controller_namespace,
         metrics.clone(),
     );
-
+    let sync = args.sync.then(|| {
+        spawn_sync(
+            client,
+            caches.clone(),
+            sync_config(&args.cluster, &args.sync_args),
+            metrics.clone(),
+        )
+    });
     let admission = Arc::new(Admission {
-        settings: Settings {
-            controller_namespace: args.controller_namespace.clone(),
-            on_missing: args.on_missing,
-        },
+        settings: settings(&args.cluster),
         caches: caches.clone(),
         metrics,
     });
     let readiness = Readiness::new(caches, cert_store);
-    let metrics_addr = if args.metrics_addr.is_empty() {
-        None
-    } else {
-        Some(
-            args.metrics_addr
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--metrics-addr {:?}: {e}", args.metrics_addr))?,
-        )
-    };
     let limits = Limits {
         shutdown_delay: args.shutdown_delay,
         drain_timeout: args.drain_timeout,
@@ -180,7 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let srv = server::Server::bind(
         args.listen_addr,
-        metrics_addr,
+        parse_metrics_addr(&args.metrics_addr)?,
         tls_config,
         admission,
         readiness,
@@ -188,6 +234,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(addr = %srv.local_addr()?, metrics = ?srv.metrics_addr(), ?namespaces,
-        controller_namespace = %args.controller_namespace, on_missing = ?args.on_missing, "serving");
-    srv.run(server::shutdown_signal()).await
+        controller_namespace = %args.cluster.controller_namespace, on_missing = ?args.cluster.on_missing,
+        sync = args.sync, "serving");
+    let result = srv.run(server::shutdown_signal()).await;
+    if let Some((stop, handle)) = sync {
+        let _ = stop.send(true);
+        let _ = handle.await;
+    }
+    result
+}
+
+fn run_sync(args: SyncCommandArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serverconfig-webhook sync: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        let client = kube_client().await?;
+        let namespaces = args.cluster.namespaces();
+        let (caches, _tasks) = Caches::start(
+            client.clone(),
+            &namespaces,
+            &args.cluster.controller_namespace,
+            metrics.clone(),
+        );
+        let metrics_addr = parse_metrics_addr(&args.metrics_addr)?;
+        let (stop, handle) = spawn_sync(
+            client,
+            caches.clone(),
+            sync_config(&args.cluster, &args.sync_args),
+            metrics.clone(),
+        );
+        tracing::info!(?namespaces, controller_namespace = %args.cluster.controller_namespace, "sync loop running");
+        server::serve_metrics_until(metrics_addr, metrics, caches, server::shutdown_signal()).await?;
+        let _ = stop.send(true);
+        let _ = handle.await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sync failed");
+            ExitCode::from(1)
+        }
+    }
 }

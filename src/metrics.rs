@@ -30,6 +30,14 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of the sync loop's action counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `rollout`, `heal`, `held`, `placeholder_create`, `placeholder_update`,
+    /// `placeholder_delete`, `placeholder_capped`, or `error`.
+    pub action: String,
+}
+
 /// Every metric the binary exports.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +51,12 @@ pub struct Metrics {
     pub cache_misses: Family<KindLabels, Counter>,
     /// Certificate reloads by result.
     pub tls_reloads: Family<ResultLabels, Counter<u64, AtomicU64>>,
+    /// What the sync loop did, by action.
+    pub sync_actions: Family<ActionLabels, Counter>,
+    /// Placeholders currently kept in the controller namespace.
+    pub placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// 1 while this replica holds the sync lease.
+    pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -88,8 +102,29 @@ impl Metrics {
             "Serving certificate reloads, by result",
             tls_reloads.clone(),
         );
+        let sync_actions = Family::default();
+        registry.register(
+            "sync_actions",
+            "What the sync loop did, by action",
+            sync_actions.clone(),
+        );
+        let placeholders = Gauge::default();
+        registry.register(
+            "placeholders",
+            "Placeholder ServerConfigs kept in the controller namespace",
+            placeholders.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "sync_leader",
+            "1 while this replica holds the sync lease",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            sync_actions,
+            placeholders,
+            leader,
             admissions,
             latency,
             cache_objects,
@@ -106,6 +141,15 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// Counts one sync action.
+    pub fn sync_action(&self, action: &str) {
+        self.sync_actions
+            .get_or_create(&ActionLabels {
+                action: action.to_string(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of all metrics.

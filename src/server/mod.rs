@@ -337,6 +337,59 @@ impl Server {
     }
 }
 
+/// For `sync` alone: `/metrics`, `/healthz` and `/readyz` (ready once the
+/// caches synced) on plain HTTP until `shutdown` resolves.
+pub async fn serve_metrics_until(
+    addr: Option<SocketAddr>,
+    metrics: Arc<crate::metrics::Metrics>,
+    caches: Arc<Caches>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Some(addr) = addr else {
+        shutdown.await;
+        return Ok(());
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let ready_caches = caches.clone();
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let (m, c) = (metrics.clone(), caches.clone());
+                async move {
+                    c.record_sizes();
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let c = ready_caches.clone();
+                async move {
+                    if c.is_ready() {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
 /// Answers plain HTTP on the TLS port with a clear 400 instead of a TLS
 /// alert the client cannot read.
 async fn reject_plain_http(mut tcp: tokio::net::TcpStream) {
