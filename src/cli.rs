@@ -24,6 +24,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run only the sync loop: placeholders, rollout of ServerConfig changes, heal.
     Sync(SyncCommandArgs),
+    /// Check a cluster: per Server, and the environment (controller flags, webhook, RBAC).
+    Doctor(DoctorArgs),
     /// Print the object the webhook would produce for files on disk.
     Render(RenderArgs),
     /// Write a CA and a serving certificate (for running without cert-manager).
@@ -200,6 +202,35 @@ pub struct SyncCommandArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+}
+
+/// `doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Name of the MutatingWebhookConfiguration.
+    #[arg(long, default_value = "serverconfig-webhook")]
+    pub webhook_configuration: String,
+    /// Namespace the webhook runs in.
+    #[arg(long, default_value = "serverconfig-webhook-system")]
+    pub webhook_namespace: String,
+    /// ServiceAccount of the webhook (for the RBAC check).
+    #[arg(long, default_value = "serverconfig-webhook")]
+    pub service_account: String,
+    /// Name of the Seldon controller Deployment in the controller namespace.
+    #[arg(long, default_value = "seldon-v2-controller-manager")]
+    pub controller_deployment: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: DoctorOutput,
+}
+
+/// Output format of `doctor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DoctorOutput {
+    Table,
+    Json,
 }
 
 /// `render` flags.

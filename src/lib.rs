@@ -6,6 +6,7 @@ pub mod cache;
 pub mod certs;
 pub mod cli;
 pub mod core;
+pub mod doctor;
 pub mod metrics;
 pub mod render;
 pub mod server;

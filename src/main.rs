@@ -7,14 +7,14 @@ use clap::Parser;
 use serverconfig_webhook::admission::Admission;
 use serverconfig_webhook::cache::Caches;
 use serverconfig_webhook::cli::{
-    Cli, ClusterArgs, Command, LogFormat, OutputFormat, RenderArgs, ServeArgs, SyncArgs,
-    SyncCommandArgs,
+    Cli, ClusterArgs, Command, DoctorArgs, DoctorOutput, LogFormat, OutputFormat, RenderArgs,
+    ServeArgs, SyncArgs, SyncCommandArgs,
 };
 use serverconfig_webhook::core::mutate::Settings;
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{self, tls, Limits, Readiness};
 use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
-use serverconfig_webhook::{certs, render};
+use serverconfig_webhook::{certs, doctor, render};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Sync(args) => run_sync(args),
+        Command::Doctor(args) => run_doctor(&args),
         Command::Render(args) => run_render(&args),
         Command::Certs(args) => match certs::generate(&args.dns, args.days)
             .and_then(|g| certs::write_dir(&g, &args.out))
@@ -283,6 +284,51 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "sync failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_doctor(args: &DoctorArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("serverconfig-webhook doctor: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = doctor::DoctorConfig {
+        settings: settings(&args.cluster),
+        namespaces: args.cluster.namespaces(),
+        webhook_configuration: args.webhook_configuration.clone(),
+        webhook_namespace: args.webhook_namespace.clone(),
+        service_account: args.service_account.clone(),
+        controller_deployment: args.controller_deployment.clone(),
+    };
+    let report = runtime.block_on(async {
+        let client = kube_client().await?;
+        doctor::run(client, &cfg).await
+    });
+    match report {
+        Ok(r) => {
+            match args.output {
+                DoctorOutput::Table => print!("{}", r.table()),
+                DoctorOutput::Json => match serde_json::to_string_pretty(&r) {
+                    Ok(t) => println!("{t}"),
+                    Err(e) => eprintln!("serverconfig-webhook doctor: {e}"),
+                },
+            }
+            if r.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("serverconfig-webhook doctor: cannot read the cluster: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -1,0 +1,587 @@
+//! `doctor`: reads the cluster and says, per Server and for the
+//! environment, whether the setup works and what is wrong. Exit 0 when
+//! healthy, 1 when something is wrong (2 for usage errors, from clap).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::Client;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cache::{server_config_resource, server_resource, Namespaces};
+use crate::core::model::{Server, ServerConfig};
+use crate::core::mutate::{Settings, WorkloadKind};
+use crate::sync::plan::{workload_action, WorkloadAction};
+
+/// One finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked (a Server `ns/name`, or an environment item).
+    pub subject: String,
+    /// `ok`, `warn` or `fail`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub servers: Vec<Check>,
+    pub environment: Vec<Check>,
+}
+
+impl Report {
+    /// Whether anything failed.
+    pub fn healthy(&self) -> bool {
+        self.servers
+            .iter()
+            .chain(&self.environment)
+            .all(|c| c.status != "fail")
+    }
+
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for (title, checks) in [
+            ("SERVERS", &self.servers),
+            ("ENVIRONMENT", &self.environment),
+        ] {
+            out.push_str(&format!("{title}\n"));
+            let width = checks
+                .iter()
+                .map(|c| c.subject.len())
+                .max()
+                .unwrap_or(0)
+                .max(7);
+            out.push_str(&format!(
+                "  {:<width$}  {:<6}  DETAIL\n",
+                "SUBJECT", "STATUS"
+            ));
+            for c in checks {
+                out.push_str(&format!(
+                    "  {:<width$}  {:<6}  {}\n",
+                    c.subject, c.status, c.detail
+                ));
+            }
+            if checks.is_empty() {
+                out.push_str("  (none)\n");
+            }
+        }
+        out.push_str(if self.healthy() {
+            "healthy\n"
+        } else {
+            "PROBLEMS FOUND\n"
+        });
+        out
+    }
+}
+
+/// What `doctor` inspects.
+#[derive(Clone, Debug)]
+pub struct DoctorConfig {
+    pub settings: Settings,
+    pub namespaces: Namespaces,
+    pub webhook_configuration: String,
+    pub webhook_namespace: String,
+    pub service_account: String,
+    pub controller_deployment: String,
+}
+
+fn check(subject: impl Into<String>, status: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        subject: subject.into(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn dyn_api(client: &Client, ns: Option<&str>, r: &kube::api::ApiResource) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, r),
+        None => Api::all_with(client.clone(), r),
+    }
+}
+
+async fn list_values(api: &Api<DynamicObject>) -> Result<Vec<Value>, kube::Error> {
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect())
+}
+
+/// Runs every check.
+pub async fn run(client: Client, cfg: &DoctorConfig) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let ctl = cfg.settings.controller_namespace.clone();
+    let scopes: Vec<Option<String>> = match &cfg.namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
+    };
+    let mut servers = Vec::new();
+    let mut configs: BTreeMap<(String, String), ServerConfig> = BTreeMap::new();
+    for ns in &scopes {
+        for v in list_values(&dyn_api(&client, ns.as_deref(), &server_resource())).await? {
+            match Server::from_value(&v) {
+                Ok(s) => servers.push(s),
+                Err(e) => report.servers.push(check("?", "fail", e.to_string())),
+            }
+        }
+        for v in list_values(&dyn_api(&client, ns.as_deref(), &server_config_resource())).await? {
+            match ServerConfig::from_value(&v) {
+                Ok(c) => {
+                    configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
+                }
+                Err(e) => report.servers.push(check("?", "fail", e.to_string())),
+            }
+        }
+    }
+    for v in list_values(&dyn_api(&client, Some(&ctl), &server_config_resource())).await? {
+        if let Ok(c) = ServerConfig::from_value(&v) {
+            configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
+        }
+    }
+    let server_namespaces: Vec<String> = servers.iter().map(|s| s.meta.namespace.clone()).collect();
+    for s in servers.iter().filter(|s| s.meta.namespace != ctl) {
+        report
+            .servers
+            .push(server_check(&client, s, &configs, &cfg.settings).await);
+    }
+    controller_checks(&client, cfg, &server_namespaces, &mut report.environment).await;
+    webhook_checks(&client, cfg, &server_namespaces, &mut report.environment).await;
+    rbac_checks(&client, cfg, &mut report.environment).await;
+    Ok(report)
+}
+
+async fn server_check(
+    client: &Client,
+    s: &Server,
+    configs: &BTreeMap<(String, String), ServerConfig>,
+    settings: &Settings,
+) -> Check {
+    let ns = &s.meta.namespace;
+    let subject = format!("{ns}/{}", s.meta.name);
+    let ctl = &settings.controller_namespace;
+    let sc = &s.server_config;
+    let Some(config) = configs.get(&(ns.clone(), sc.clone())) else {
+        return check(
+            subject,
+            "fail",
+            format!("uses ServerConfig {sc:?}, which does not exist in {ns}"),
+        );
+    };
+    let ctl_config = configs.get(&(ctl.clone(), sc.clone()));
+    let placeholder = match ctl_config {
+        None => return check(subject, "fail", format!(
+            "no ServerConfig {sc:?} in {ctl}: the stock controller builds nothing (run the sync loop to keep a placeholder)")),
+        Some(c) if c.is_placeholder() => "placeholder in place",
+        Some(_) => "shared ServerConfig of that name in the controller namespace",
+    };
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let deploy: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let (kind, workload) = match sts.get_opt(&s.meta.name).await {
+        Ok(Some(w)) => (WorkloadKind::StatefulSet, serde_json::to_value(w).ok()),
+        _ => match deploy.get_opt(&s.meta.name).await {
+            Ok(Some(w)) => (WorkloadKind::Deployment, serde_json::to_value(w).ok()),
+            _ => (WorkloadKind::StatefulSet, None),
+        },
+    };
+    let Some(workload) = workload else {
+        return check(subject, "fail", format!("ServerConfig {ns}/{sc} found, {placeholder}, but no StatefulSet or Deployment exists yet"));
+    };
+    match workload_action(kind, &workload, s, Some(config), ctl_config, settings) {
+        WorkloadAction::Nothing => check(
+            subject,
+            "ok",
+            format!("pod template matches ServerConfig {ns}/{sc}; {placeholder}"),
+        ),
+        other => {
+            let differing = differing_containers(&workload, config);
+            let what = match other {
+                WorkloadAction::Held => "out of date (disableAutoUpdate: true)",
+                WorkloadAction::Heal { .. } => "never admitted by the webhook",
+                _ => "out of date",
+            };
+            check(
+                subject,
+                "fail",
+                format!(
+                    "pod template {what}; containers that differ: {}",
+                    differing.join(", ")
+                ),
+            )
+        }
+    }
+}
+
+fn differing_containers(workload: &Value, config: &ServerConfig) -> Vec<String> {
+    let stored: BTreeMap<String, String> = workload
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["image"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in config
+        .pod_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = c["name"].as_str().unwrap_or("");
+        let want = c["image"].as_str().unwrap_or("");
+        match stored.get(name) {
+            None => out.push(format!("{name} (missing)")),
+            Some(img) if img != want => out.push(format!("{name} (image {img:?}, want {want:?})")),
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        out.push("(images match; other fields differ)".into());
+    }
+    out
+}
+
+/// Resolves `$(VAR)` in a container arg from its env.
+fn resolve(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = arg.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
+async fn controller_checks(
+    client: &Client,
+    cfg: &DoctorConfig,
+    server_namespaces: &[String],
+    out: &mut Vec<Check>,
+) {
+    let ctl = &cfg.settings.controller_namespace;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ctl);
+    let subject = format!("controller {ctl}/{}", cfg.controller_deployment);
+    let dep = match api.get_opt(&cfg.controller_deployment).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            out.push(check(
+                subject,
+                "warn",
+                "Seldon controller Deployment not found; pass --controller-deployment",
+            ));
+            return;
+        }
+        Err(e) => {
+            out.push(check(subject, "warn", format!("cannot read: {e}")));
+            return;
+        }
+    };
+    let container = dep.spec.template.spec.as_ref().and_then(|p| {
+        p.containers
+            .iter()
+            .find(|c| c.name == "manager")
+            .or_else(|| p.containers.first())
+    });
+    let Some(container) = container else {
+        out.push(check(subject, "warn", "no container"));
+        return;
+    };
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect();
+    let mut clusterwide = false;
+    let mut watch: Vec<String> = Vec::new();
+    for a in container
+        .args
+        .iter()
+        .flatten()
+        .chain(container.command.iter().flatten())
+    {
+        let a = resolve(a, &env);
+        if let Some(v) = a.strip_prefix("--clusterwide=") {
+            clusterwide = v == "true";
+        } else if a == "--clusterwide" {
+            clusterwide = true;
+        } else if let Some(v) = a.strip_prefix("--watch-namespaces=") {
+            watch = v
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    let app_ns: Vec<&String> = server_namespaces.iter().filter(|n| *n != ctl).collect();
+    if !clusterwide && !watch.is_empty() {
+        out.push(check(subject, "fail", format!(
+            "--watch-namespaces={} is IGNORED because --clusterwide=false (the seed's trap): set controller.clusterwide=true", watch.join(","))));
+    } else if !clusterwide && !app_ns.is_empty() {
+        out.push(check(subject, "fail", "--clusterwide=false: the controller only watches its own namespace, so Servers in application namespaces are never built"));
+    } else if clusterwide && !watch.is_empty() {
+        let missing: Vec<&&String> = app_ns.iter().filter(|n| !watch.contains(n)).collect();
+        if missing.is_empty() {
+            out.push(check(
+                subject,
+                "ok",
+                format!("clusterwide, watching {}", watch.join(",")),
+            ));
+        } else {
+            out.push(check(
+                subject,
+                "fail",
+                format!("Servers in namespaces the controller does not watch: {missing:?}"),
+            ));
+        }
+    } else {
+        out.push(check(subject, "ok", "clusterwide, all namespaces"));
+    }
+}
+
+fn selector_matches(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if let Some(ml) = &sel.match_labels {
+        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return false;
+        }
+    }
+    for e in sel.match_expressions.iter().flatten() {
+        let vals = e.values.clone().unwrap_or_default();
+        let got = labels.get(&e.key);
+        let ok = match e.operator.as_str() {
+            "In" => got.is_some_and(|g| vals.contains(g)),
+            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
+            "Exists" => got.is_some(),
+            "DoesNotExist" => got.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+async fn webhook_checks(
+    client: &Client,
+    cfg: &DoctorConfig,
+    server_namespaces: &[String],
+    out: &mut Vec<Check>,
+) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let subject = format!("webhook {}", cfg.webhook_configuration);
+    let mwc = match api.get_opt(&cfg.webhook_configuration).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            out.push(check(
+                subject,
+                "fail",
+                "MutatingWebhookConfiguration not found",
+            ));
+            return;
+        }
+        Err(e) => {
+            out.push(check(subject, "fail", format!("cannot read: {e}")));
+            return;
+        }
+    };
+    let Some(hook) = mwc.webhooks.as_ref().and_then(|w| w.first()) else {
+        out.push(check(subject, "fail", "no webhooks in the configuration"));
+        return;
+    };
+    let has_ca = hook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .is_some_and(|b| !b.0.is_empty());
+    out.push(check(format!("{subject} caBundle"), if has_ca { "ok" } else { "fail" },
+        if has_ca { "present" } else { "empty: the API server cannot verify the webhook (is cert-manager's cainjector running?)" }));
+    let fp = hook.failure_policy.clone().unwrap_or_else(|| "Fail".into());
+    out.push(check(format!("{subject} failurePolicy"), if fp == "Fail" { "ok" } else { "warn" },
+        if fp == "Fail" { "Fail".to_string() } else { format!("{fp}: objects admitted while the webhook is down keep the controller's images until healed") }));
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let mut uncovered = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for ns in server_namespaces
+        .iter()
+        .filter(|n| **n != cfg.settings.controller_namespace)
+    {
+        if !seen.insert(ns.clone()) {
+            continue;
+        }
+        let labels: BTreeMap<String, String> = match ns_api.get_opt(ns).await {
+            Ok(Some(n)) => n.metadata.labels.unwrap_or_default(),
+            _ => BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.clone())]),
+        };
+        if let Some(sel) = &hook.namespace_selector {
+            if !selector_matches(sel, &labels) {
+                uncovered.push(ns.clone());
+            }
+        }
+    }
+    out.push(if uncovered.is_empty() {
+        check(
+            format!("{subject} namespaces"),
+            "ok",
+            "namespaceSelector covers every namespace with Servers",
+        )
+    } else {
+        check(
+            format!("{subject} namespaces"),
+            "fail",
+            format!("namespaceSelector misses {}", uncovered.join(",")),
+        )
+    });
+}
+
+async fn rbac_checks(client: &Client, cfg: &DoctorConfig, out: &mut Vec<Check>) {
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        cfg.webhook_namespace, cfg.service_account
+    );
+    let ctl = cfg.settings.controller_namespace.clone();
+    let wanted: Vec<(&str, &str, &str, Option<String>)> = vec![
+        ("list", "mlops.seldon.io", "servers", None),
+        ("watch", "mlops.seldon.io", "serverconfigs", None),
+        (
+            "create",
+            "mlops.seldon.io",
+            "serverconfigs",
+            Some(ctl.clone()),
+        ),
+        ("delete", "mlops.seldon.io", "serverconfigs", Some(ctl)),
+        ("patch", "apps", "statefulsets", None),
+        (
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            Some(cfg.webhook_namespace.clone()),
+        ),
+        ("create", "events.k8s.io", "events", None),
+    ];
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource, ns) in wanted {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{}", cfg.webhook_namespace),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    namespace: ns.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        match api.create(&PostParams::default(), &review).await {
+            Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(_) => missing.push(format!(
+                "{verb} {group}/{resource}{}",
+                ns.map(|n| format!(" in {n}")).unwrap_or_default()
+            )),
+            Err(e) => {
+                out.push(check(
+                    format!("rbac {user}"),
+                    "warn",
+                    format!("cannot check (needs permission to create SubjectAccessReviews): {e}"),
+                ));
+                return;
+            }
+        }
+    }
+    out.push(if missing.is_empty() {
+        check(
+            format!("rbac {user}"),
+            "ok",
+            "can do everything the webhook and sync loop need",
+        )
+    } else {
+        check(
+            format!("rbac {user}"),
+            "fail",
+            format!("missing: {}", missing.join("; ")),
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    #[test]
+    fn selector_matching_follows_kubernetes_rules() {
+        let not_in = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["kube-system".into(), "seldon-system".into()]),
+            }]),
+            ..LabelSelector::default()
+        };
+        let labels =
+            |n: &str| BTreeMap::from([("kubernetes.io/metadata.name".to_string(), n.to_string())]);
+        assert!(selector_matches(&not_in, &labels("team-a")));
+        assert!(!selector_matches(&not_in, &labels("seldon-system")));
+        let by_label = LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "serverconfig-webhook/enabled".to_string(),
+                "true".to_string(),
+            )])),
+            ..LabelSelector::default()
+        };
+        assert!(!selector_matches(&by_label, &labels("team-a")));
+    }
+
+    #[test]
+    fn controller_args_resolve_env_references() {
+        let env = BTreeMap::from([
+            ("CLUSTERWIDE".to_string(), "false".to_string()),
+            ("WATCH_NAMESPACES".to_string(), "a,b".to_string()),
+        ]);
+        assert_eq!(
+            resolve("--clusterwide=$(CLUSTERWIDE)", &env),
+            "--clusterwide=false"
+        );
+        assert_eq!(
+            resolve("--watch-namespaces=$(WATCH_NAMESPACES)", &env),
+            "--watch-namespaces=a,b"
+        );
+    }
+
+    #[test]
+    fn report_is_unhealthy_on_any_failure() {
+        let mut r = Report::default();
+        r.servers.push(check("a/m", "ok", "fine"));
+        r.environment.push(check("webhook", "warn", "meh"));
+        assert!(r.healthy());
+        assert!(r.table().ends_with("healthy\n"));
+        r.environment.push(check("controller", "fail", "trap"));
+        assert!(!r.healthy());
+        assert!(r.table().contains("PROBLEMS FOUND"));
+    }
+}
