@@ -312,3 +312,30 @@ fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+#[test]
+fn leaf_plus_chain_pem_loads_and_bad_pairs_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let g = support::tls::pair();
+    let other = support::tls::pair();
+    let chain = tmp.path().join("chain.crt");
+    std::fs::write(&chain, format!("{}{}", g.cert, g.ca_cert)).expect("chain");
+    let key = tmp.path().join("tls.key");
+    std::fs::write(&key, &g.key).expect("key");
+    let (ck, _) =
+        serverconfig_webhook::server::tls::load_pair(&chain, &key).expect("leaf + chain loads");
+    assert_eq!(ck.cert.len(), 2, "the whole chain is served");
+    let wrong_key = tmp.path().join("wrong.key");
+    std::fs::write(&wrong_key, &other.key).expect("key");
+    let err = serverconfig_webhook::server::tls::load_pair(&chain, &wrong_key)
+        .expect_err("mismatch refused");
+    assert!(format!("{err:#}").contains("do not match"), "{err:#}");
+    let empty = tmp.path().join("empty.crt");
+    std::fs::write(&empty, "").expect("empty");
+    let err =
+        serverconfig_webhook::server::tls::load_pair(&empty, &key).expect_err("empty refused");
+    assert!(
+        format!("{err:#}").contains("no certificate found"),
+        "{err:#}"
+    );
+}
