@@ -140,6 +140,7 @@ fn bench(c: &mut Criterion) {
     .collect();
     let metrics = Arc::new(Metrics::new());
     let admission = Admission {
+        desired: Default::default(),
         settings: Settings {
             controller_namespace: "seldon-system".into(),
             on_missing: OnMissing::Auto,

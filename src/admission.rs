@@ -11,7 +11,11 @@ use kube::core::admission::{
 use kube::core::DynamicObject;
 
 use crate::cache::Caches;
-use crate::core::model::{ModelError, ServerConfig};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::core::desired::{desired, Desired};
+use crate::core::model::{ModelError, Server, ServerConfig};
 use crate::core::mutate::{decide, scope, Decision, Gvk, Inputs, Operation, Scope, Settings};
 use crate::metrics::Metrics;
 
@@ -20,6 +24,49 @@ pub struct Admission {
     pub settings: Settings,
     pub caches: Arc<Caches>,
     pub metrics: Arc<Metrics>,
+    /// The desired workload per Server, reused while neither the Server nor
+    /// its ServerConfig changes (keyed by their uid and resourceVersion).
+    pub desired: DesiredCache,
+}
+
+/// Per-Server cache of [`desired`] results; one entry per Server.
+#[derive(Default)]
+pub struct DesiredCache {
+    map: RwLock<HashMap<(String, String), (String, Arc<Desired>)>>,
+}
+
+impl DesiredCache {
+    /// The desired workload for this Server and ServerConfig, computed once
+    /// per (Server, ServerConfig) version.
+    pub fn get(&self, server: &Server, config: &ServerConfig) -> Arc<Desired> {
+        let slot = (server.meta.namespace.clone(), server.meta.name.clone());
+        let version = format!(
+            "{}/{}/{}/{}",
+            server.meta.uid,
+            server.meta.resource_version,
+            config.meta.uid,
+            config.meta.resource_version
+        );
+        // An object without a resourceVersion (never stored) is never cached.
+        let cacheable =
+            !server.meta.resource_version.is_empty() && !config.meta.resource_version.is_empty();
+        if cacheable {
+            if let Ok(map) = self.map.read() {
+                if let Some((v, d)) = map.get(&slot) {
+                    if *v == version {
+                        return d.clone();
+                    }
+                }
+            }
+        }
+        let d = Arc::new(desired(server, config));
+        if cacheable {
+            if let Ok(mut map) = self.map.write() {
+                map.insert(slot, (version, d.clone()));
+            }
+        }
+        d
+    }
 }
 
 /// The HTTP-independent answer: status code and JSON body.
@@ -161,12 +208,17 @@ impl Admission {
                 };
                 let (config_ok, config_err) = split(config.as_deref());
                 let config_err_text = config_err.map(ToString::to_string);
+                let desired_now = match (server_ok, config_ok) {
+                    (Some(s), Some(c)) => Some(self.desired.get(s, c)),
+                    _ => None,
+                };
                 let inputs = Inputs {
                     server: server_ok,
                     config: config_ok,
                     config_error: config_err_text.as_deref(),
                     controller_config: controller_config.as_deref().and_then(|r| r.as_ref().ok()),
                     old_object: old_object.as_ref(),
+                    desired: desired_now.as_deref(),
                 };
                 decide(operation, kind, &namespace, &object, inputs, &self.settings)
             }

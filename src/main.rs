@@ -215,6 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     });
     let admission = Arc::new(Admission {
+        desired: Default::default(),
         settings: settings(&args.cluster),
         caches: caches.clone(),
         metrics,

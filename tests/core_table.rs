@@ -68,6 +68,7 @@ fn admit_with_old(
         config_error: None,
         controller_config: ctl.as_ref(),
         old_object: old,
+        desired: None,
     };
     let decision = decide(op, WorkloadKind::StatefulSet, ns, object, inputs, s);
     let mut patched = object.clone();

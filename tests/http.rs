@@ -62,6 +62,7 @@ async fn start(limits: Limits) -> Running {
     let config = tls::server_config(store.clone(), None).expect("tls config");
     tokio::spawn(tls::reload_loop(store.clone(), files, fp, metrics.clone()));
     let admission = Arc::new(Admission {
+        desired: Default::default(),
         settings: Settings {
             controller_namespace: "seldon-system".into(),
             on_missing: OnMissing::Auto,

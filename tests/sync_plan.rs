@@ -40,6 +40,7 @@ fn admitted(server: &Value, config: &ServerConfig, placeholder: &Value) -> Value
         config_error: None,
         controller_config: Some(&ph),
         old_object: None,
+        desired: None,
     };
     if let Decision::Patched { patch, .. } = decide(
         Operation::Create,

@@ -47,6 +47,9 @@ pub struct Desired {
     pub selector: Value,
     /// Content hash of everything above that lands in the pod template.
     pub hash: String,
+    /// `normalize(pod_spec)`, computed once: every admission compares
+    /// the stored template against it.
+    pub pod_spec_normalized: Value,
 }
 
 /// `utils.MergeMaps(child, parent)`: child wins, three keys dropped.
@@ -96,6 +99,7 @@ pub fn desired(server: &Server, config: &ServerConfig) -> Desired {
         &json!(annotations),
         &Value::Array(volume_claim_templates.clone()),
     ]);
+    let pod_spec_normalized = normalize(&pod_spec);
     Desired {
         template_annotations: annotations.clone(),
         labels,
@@ -106,6 +110,7 @@ pub fn desired(server: &Server, config: &ServerConfig) -> Desired {
         service_name: server.meta.name.clone(),
         selector: json!({"matchLabels": {SERVER_NAME_LABEL: server.meta.name}}),
         hash,
+        pod_spec_normalized,
     }
 }
 

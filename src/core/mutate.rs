@@ -130,6 +130,9 @@ pub struct Inputs<'a> {
     pub controller_config: Option<&'a ServerConfig>,
     /// The stored object, on UPDATE (the review's `oldObject`).
     pub old_object: Option<&'a Value>,
+    /// [`desired`] for this Server and ServerConfig, when the caller keeps
+    /// it cached per resourceVersion; computed here when absent.
+    pub desired: Option<&'a Desired>,
 }
 
 /// The outcome of one admission.
@@ -211,8 +214,15 @@ pub fn decide(
     let Some(config) = inputs.config else {
         return on_missing(namespace, sc_name, inputs.controller_config, settings);
     };
-    let want = desired(server, config);
-    build_patch(operation, kind, namespace, object, &want, config, &inputs)
+    let computed;
+    let want = match inputs.desired {
+        Some(d) => d,
+        None => {
+            computed = desired(server, config);
+            &computed
+        }
+    };
+    build_patch(operation, kind, namespace, object, want, config, &inputs)
 }
 
 fn on_missing(
@@ -326,8 +336,14 @@ impl PatchBuilder<'_> {
     /// Adds an op setting `path` to `value` unless it is already equal
     /// semantically. The parent must exist (callers ensure it).
     fn set(&mut self, path: &str, value: Value) {
+        let normalized = normalize(&value);
+        self.set_normalized(path, value, &normalized);
+    }
+
+    /// [`Self::set`] with the normal form of `value` already known.
+    fn set_normalized(&mut self, path: &str, value: Value, normalized: &Value) {
         let current = self.object.pointer(path);
-        if current.map(normalize) == Some(normalize(&value)) {
+        if current.map(normalize).as_ref() == Some(normalized) {
             return;
         }
         let Ok(pointer) = path.parse() else {
@@ -444,7 +460,11 @@ fn build_patch(
             );
         }
     }
-    b.set("/spec/template/spec", want.pod_spec.clone());
+    b.set_normalized(
+        "/spec/template/spec",
+        want.pod_spec.clone(),
+        &want.pod_spec_normalized,
+    );
 
     // Fields derived from the Server alone, plus the ServerConfig's claim
     // templates: immutable on UPDATE, so only warn there.

@@ -228,6 +228,7 @@ pub fn workload_action(
         config_error: None,
         controller_config,
         old_object: Some(workload),
+        desired: None,
     };
     match decide(
         Operation::Update,
