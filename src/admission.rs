@@ -29,10 +29,13 @@ pub struct Admission {
     pub desired: DesiredCache,
 }
 
+/// (namespace, Server name) -> (version key, desired workload).
+type DesiredMap = HashMap<(String, String), (String, Arc<Desired>)>;
+
 /// Per-Server cache of [`desired`] results; one entry per Server.
 #[derive(Default)]
 pub struct DesiredCache {
-    map: RwLock<HashMap<(String, String), (String, Arc<Desired>)>>,
+    map: RwLock<DesiredMap>,
 }
 
 impl DesiredCache {
