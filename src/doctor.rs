@@ -457,25 +457,32 @@ async fn rbac_checks(client: &Client, cfg: &DoctorConfig, out: &mut Vec<Check>) 
         cfg.webhook_namespace, cfg.service_account
     );
     let ctl = cfg.settings.controller_namespace.clone();
-    let wanted: Vec<(&str, &str, &str, Option<String>)> = vec![
-        ("list", "mlops.seldon.io", "servers", None),
-        ("watch", "mlops.seldon.io", "serverconfigs", None),
-        (
-            "create",
-            "mlops.seldon.io",
-            "serverconfigs",
-            Some(ctl.clone()),
-        ),
-        ("delete", "mlops.seldon.io", "serverconfigs", Some(ctl)),
-        ("patch", "apps", "statefulsets", None),
-        (
-            "create",
-            "coordination.k8s.io",
-            "leases",
-            Some(cfg.webhook_namespace.clone()),
-        ),
-        ("create", "events.k8s.io", "events", None),
-    ];
+    // Asked per watched namespace when there is a list (a scoped install
+    // grants only there), cluster-wide otherwise.
+    let watched: Vec<Option<String>> = match &cfg.namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
+    };
+    let mut wanted: Vec<(&str, &str, &str, Option<String>)> = Vec::new();
+    for ns in &watched {
+        wanted.push(("list", "mlops.seldon.io", "servers", ns.clone()));
+        wanted.push(("watch", "mlops.seldon.io", "serverconfigs", ns.clone()));
+        wanted.push(("patch", "apps", "statefulsets", ns.clone()));
+        wanted.push(("create", "events.k8s.io", "events", ns.clone()));
+    }
+    wanted.push((
+        "create",
+        "mlops.seldon.io",
+        "serverconfigs",
+        Some(ctl.clone()),
+    ));
+    wanted.push(("delete", "mlops.seldon.io", "serverconfigs", Some(ctl)));
+    wanted.push((
+        "create",
+        "coordination.k8s.io",
+        "leases",
+        Some(cfg.webhook_namespace.clone()),
+    ));
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
     for (verb, group, resource, ns) in wanted {

@@ -10,7 +10,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [flags]
 
 tasks:
-  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, then the e2e suite
+  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, the deploy checks, then the e2e suite
   e2e     the end-to-end suite on a local control plane (see `cargo xtask e2e --help`)
   demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C";
 
@@ -55,6 +55,18 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 /// Everything CI checks, in order of cost; `--no-e2e` skips the control plane.
 fn test(args: &[String]) -> Result<()> {
     let skip_e2e = args.iter().any(|a| a == "--no-e2e");
@@ -69,6 +81,7 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])?;
+    run("bash", &["tests/deploy/check.sh"])?;
     if skip_e2e {
         eprintln!("xtask test: e2e skipped on request (--no-e2e)");
         return Ok(());

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The deploy checks, one entry point (called by `cargo xtask test`):
+#   helm lint + helm template (default values; tests/deploy/values-scoped.yaml),
+#   values that must be refused, kustomize build deploy/kustomize, the drift
+#   check (deploy/kustomize == regenerated from the chart), the rendered
+#   objects and RBAC (tests/deploy/checker), the Dockerfile.
+# helm and kustomize are built from their pinned Go modules on first use.
+# Prints PASS/FAIL lines and `deploy: N passed, M failed`; exit 1 on any FAIL.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO"
+
+passed=0 failed=0
+ok()  { passed=$((passed + 1)); echo "PASS $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+# step NAME CMD...: PASS when CMD succeeds, else FAIL with its output.
+step() {
+  local name="$1"; shift
+  local out
+  if out="$("$@" 2>&1)"; then ok "$name"; else bad "$name"; printf '%s\n' "$out" | sed 's/^/    /'; fi
+}
+# refused NAME PATTERN CMD...: PASS when CMD fails and says PATTERN.
+refused() {
+  local name="$1" pattern="$2"; shift 2
+  local out
+  if out="$("$@" 2>&1)"; then bad "$name (rendered, want an error)"
+  elif grep -q -- "$pattern" <<<"$out"; then ok "$name"
+  else bad "$name (error does not say '$pattern')"; printf '%s\n' "$out" | sed 's/^/    /'; fi
+}
+# checker_step ARGS...: run the checker, relaying and counting its lines.
+checker_step() {
+  local out rc=0 line
+  out="$("$checker" "$@" 2>&1)" || rc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      PASS\ *) passed=$((passed + 1)); echo "$line" ;;
+      FAIL\ *) failed=$((failed + 1)); echo "$line" ;;
+      *) echo "    $line" ;;
+    esac
+  done <<<"$out"
+  if [ "$rc" -gt 1 ]; then bad "checker $1 exited $rc"; fi
+}
+finish() {
+  echo "deploy: $passed passed, $failed failed ($((SECONDS - t_start))s)"
+  [ "$failed" -eq 0 ]
+}
+t_start=$SECONDS
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+
+# ---- tools -----------------------------------------------------------------
+helm="" kustomize="" checker=""
+if helm="$(helm_bin)"; then ok "helm $("$helm" version --template '{{.Version}}') ($helm)"; else bad "build helm"; fi
+if kustomize="$(kustomize_bin)"; then ok "kustomize $("$kustomize" version) ($kustomize)"; else bad "build kustomize"; fi
+if checker="$(checker_bin "$work")"; then ok "build tests/deploy/checker"; else bad "build tests/deploy/checker"; fi
+if [ -z "$helm" ] || [ -z "$kustomize" ] || [ -z "$checker" ]; then finish; exit 1; fi
+
+# ---- helm ------------------------------------------------------------------
+scoped=tests/deploy/values-scoped.yaml
+step "helm lint --strict (default values)" "$helm" lint --strict "$CHART"
+step "helm lint --strict -f $scoped" "$helm" lint --strict "$CHART" -f "$scoped"
+step "helm template (default values)" \
+  sh -c '"$0" template "$1" "$2" --namespace "$3" >"$4"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" "$work/default.yaml"
+step "helm template --set namespace.create=true (the kustomize base's input)" \
+  sh -c '"$0" template "$1" "$2" --namespace "$3" --set namespace.create=true >"$4"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" "$work/generated.yaml"
+step "helm template -f $scoped (watchNamespaces, certManager.enabled=false)" \
+  sh -c '"$0" template "$1" "$2" --namespace "$3" -f "$4" >"$5"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" "$scoped" "$work/scoped.yaml"
+refused "refuses watchNamespaces containing the controller namespace" "never served" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set 'watchNamespaces={team-a,seldon-system}'
+refused "refuses certManager.enabled=false without tls.existingSecret" "tls.existingSecret" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set certManager.enabled=false --set tls.caBundle=Zm9v
+refused "refuses certManager.enabled=false without tls.caBundle" "tls.caBundle" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set certManager.enabled=false --set tls.existingSecret=s
+refused "refuses an empty networkPolicy.webhookFromCIDRs" "webhookFromCIDRs" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set 'networkPolicy.webhookFromCIDRs=null'
+refused "refuses an unknown onMissing" "onMissing" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set onMissing=maybe
+
+# ---- kustomize base: generated, not hand-kept --------------------------------
+if render_kustomize "$helm" "$checker" "$work/kustomize" >"$work/gen.log" 2>&1; then
+  if diff -ru deploy/kustomize "$work/kustomize" >"$work/drift.diff"; then
+    ok "deploy/kustomize is what tests/deploy/gen-kustomize.sh generates from the chart"
+  else
+    bad "deploy/kustomize drifted from the chart: run tests/deploy/gen-kustomize.sh"
+    sed 's/^/    /' "$work/drift.diff"
+  fi
+else
+  bad "regenerate the kustomize base"; sed 's/^/    /' "$work/gen.log"
+fi
+n_mwc="$(grep -c '^kind: MutatingWebhookConfiguration$' deploy/kustomize/mutatingwebhookconfiguration.yaml || true)"
+n_docs="$(grep -c '^kind: ' deploy/kustomize/mutatingwebhookconfiguration.yaml || true)"
+if [ "$n_mwc" = 1 ] && [ "$n_docs" = 1 ]; then
+  ok "deploy/kustomize/mutatingwebhookconfiguration.yaml is one MutatingWebhookConfiguration (the e2e harness reads it)"
+else
+  bad "deploy/kustomize/mutatingwebhookconfiguration.yaml holds $n_docs objects, $n_mwc MutatingWebhookConfiguration"
+fi
+step "kustomize build deploy/kustomize" sh -c '"$0" build deploy/kustomize >"$1"' "$kustomize" "$work/kustomize.yaml"
+
+# ---- rendered objects, RBAC, docs -------------------------------------------
+checker_step objects -default "$work/generated.yaml" -scoped "$work/scoped.yaml" \
+  -kustomize "$work/kustomize.yaml" -values "$CHART/values.yaml" \
+  -chart-readme "$CHART/README.md" -matrix tests/deploy/README.md
+
+# ---- Dockerfile (Docker cannot build here: paths, stages, Cargo.lock) --------
+checker_step dockerfile -repo .
+
+finish

@@ -1,0 +1,77 @@
+// Command checker is the Go half of tests/deploy/check.sh:
+//
+//	checker split -in RENDERED -out DIR -cmd CMD   write the kustomize base (one file per kind)
+//	checker objects -default F -scoped F -kustomize F -values F -chart-readme F -matrix F
+//	checker dockerfile -repo DIR                    Dockerfile + .dockerignore vs the repo
+//
+// Every check prints one line, `PASS <name>` or `FAIL <name>: <why>`; the exit
+// status is 1 when any check failed, 2 on usage or I/O errors.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+var failed int
+
+func pass(name string) { fmt.Printf("PASS %s\n", name) }
+
+func fail(name, format string, a ...any) {
+	failed++
+	fmt.Printf("FAIL %s: %s\n", name, fmt.Sprintf(format, a...))
+}
+
+// check records one named check from a list of problems (none: PASS).
+func check(name string, problems []string) {
+	if len(problems) == 0 {
+		pass(name)
+		return
+	}
+	msg := problems[0]
+	for _, p := range problems[1:] {
+		msg += "; " + p
+	}
+	fail(name, "%s", msg)
+}
+
+func die(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "checker: "+format+"\n", a...)
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		die("usage: checker split|objects|dockerfile [flags]")
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	switch os.Args[1] {
+	case "split":
+		in := fs.String("in", "", "helm template output")
+		out := fs.String("out", "", "output directory (replaced)")
+		cmd := fs.String("cmd", "", "the command that rendered -in (for the header)")
+		_ = fs.Parse(os.Args[2:])
+		if err := split(*in, *out, *cmd); err != nil {
+			die("split: %v", err)
+		}
+	case "objects":
+		def := fs.String("default", "", "helm template, default values")
+		scoped := fs.String("scoped", "", "helm template, tests/deploy/values-scoped.yaml")
+		kust := fs.String("kustomize", "", "kustomize build deploy/kustomize")
+		values := fs.String("values", "", "chart values.yaml")
+		readme := fs.String("chart-readme", "", "chart README.md")
+		matrix := fs.String("matrix", "", "tests/deploy/README.md (can-i matrix)")
+		_ = fs.Parse(os.Args[2:])
+		objects(*def, *scoped, *kust, *values, *readme, *matrix)
+	case "dockerfile":
+		repo := fs.String("repo", ".", "repository root")
+		_ = fs.Parse(os.Args[2:])
+		dockerfile(*repo)
+	default:
+		die("unknown command %q", os.Args[1])
+	}
+	if failed > 0 {
+		os.Exit(1)
+	}
+}
