@@ -41,7 +41,7 @@ pub struct DesiredCache {
 impl DesiredCache {
     /// The desired workload for this Server and ServerConfig, computed once
     /// per (Server, ServerConfig) version.
-    pub fn get(&self, server: &Server, config: &ServerConfig) -> Arc<Desired> {
+    pub fn get(&self, server: &Server, config: &ServerConfig, caches: &Caches) -> Arc<Desired> {
         let slot = (server.meta.namespace.clone(), server.meta.name.clone());
         let version = format!(
             "{}/{}/{}/{}",
@@ -66,6 +66,10 @@ impl DesiredCache {
         if cacheable {
             if let Ok(mut map) = self.map.write() {
                 map.insert(slot, (version, d.clone()));
+                // Forget deleted Servers once they could be half the map.
+                if map.len() > 64 && map.len() > 2 * caches.server_count() {
+                    map.retain(|(ns, name), _| caches.cached_server(ns, name).is_some());
+                }
             }
         }
         d
@@ -212,7 +216,7 @@ impl Admission {
                 let (config_ok, config_err) = split(config.as_deref());
                 let config_err_text = config_err.map(ToString::to_string);
                 let desired_now = match (server_ok, config_ok) {
-                    (Some(s), Some(c)) => Some(self.desired.get(s, c)),
+                    (Some(s), Some(c)) => Some(self.desired.get(s, c, caches)),
                     _ => None,
                 };
                 let inputs = Inputs {

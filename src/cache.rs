@@ -247,6 +247,11 @@ impl Caches {
             .collect()
     }
 
+    /// How many Servers the caches hold.
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
     /// The Server `ns/name` from the cache only.
     pub fn cached_server(&self, ns: &str, name: &str) -> Lookup<Server> {
         let obj = self.servers.find(ns, name)?;
@@ -351,6 +356,11 @@ fn parse_cached<T>(
     let parsed = Arc::new(to_value(obj).and_then(|v| parse(&v)));
     if let Ok(mut map) = cache.parsed.write() {
         map.insert(key, (rv, parsed.clone()));
+        // Entries of deleted objects: drop them once they could be half the
+        // map, so memory follows the watched objects (amortised O(1)).
+        if map.len() > 64 && map.len() > 2 * cache.len() {
+            map.retain(|(ns, name), _| cache.find(ns, name).is_some());
+        }
     }
     parsed
 }
