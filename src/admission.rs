@@ -134,7 +134,7 @@ impl Admission {
         let (response, outcome) = self.respond(&req).await;
         self.metrics
             .admission(outcome, started.elapsed().as_secs_f64());
-        let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+        let body = encode_review(response);
         Answer { status: 200, body }
     }
 
@@ -288,4 +288,30 @@ fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionRe
         r.warnings = Some(warnings);
     }
     r
+}
+
+/// Encodes the answer. kube-core writes `patch` (a Go `[]byte`) as a JSON
+/// array of numbers; the API server also reads the standard form, a base64
+/// string, which is four times smaller and much cheaper to write.
+fn encode_review(mut response: AdmissionResponse) -> Vec<u8> {
+    use base64::Engine;
+    let patch = response.patch.take();
+    let review = response.into_review();
+    let Some(patch) = patch else {
+        return serde_json::to_vec(&review).unwrap_or_default();
+    };
+    let mut value = match serde_json::to_value(&review) {
+        Ok(v) => v,
+        Err(_) => return Vec::new(),
+    };
+    if let Some(r) = value
+        .get_mut("response")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        r.insert(
+            "patch".into(),
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch)),
+        );
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
 }

@@ -140,10 +140,13 @@ async fn post(
 }
 
 fn decode_patch(resp: &Value) -> json_patch::Patch {
-    // kube-core encodes the patch bytes as a JSON array of numbers, which the
-    // API server's decoder accepts for a []byte as well as base64.
-    let bytes: Vec<u8> =
-        serde_json::from_value(resp["response"]["patch"].clone()).expect("patch present");
+    use base64::Engine;
+    let b64 = resp["response"]["patch"]
+        .as_str()
+        .expect("patch is a base64 string, as for a Go []byte");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64 patch");
     serde_json::from_slice(&bytes).expect("json patch")
 }
 

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// ControlPlane is etcd + kube-apiserver + kube-controller-manager on
+// loopback ports, with certificates and kubeconfigs in Dir. No kubelet:
+// Pods are created and stay Pending, which is all the scenarios need.
+type ControlPlane struct {
+	Dir             string
+	CA              *CA
+	APIURL          string
+	AdminKubeconfig string
+	Admin           CertFiles
+	Rest            *rest.Config
+	Kube            kubernetes.Interface
+	Dyn             dynamic.Interface
+	Minor           int // server minor version, e.g. 33
+	GitVersion      string
+
+	etcd, apiserver, kcm *Proc
+}
+
+func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
+	cp := &ControlPlane{Dir: dir}
+	pki := filepath.Join(dir, "pki")
+	logs := filepath.Join(dir, "logs")
+	for _, d := range []string{pki, logs, filepath.Join(dir, "etcd")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+
+	step("control plane: generating CA, certificates and service-account key in %s", pki)
+	ca, err := NewCA(pki, "cluster-ca")
+	if err != nil {
+		return nil, err
+	}
+	cp.CA = ca
+	serving, err := ca.Issue(pki, "apiserver", "kube-apiserver", nil,
+		[]string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	if err != nil {
+		return nil, err
+	}
+	// static admin: a client certificate in system:masters (bound to
+	// cluster-admin by the RBAC bootstrap policy)
+	if cp.Admin, err = ca.Issue(pki, "admin", "e2e-admin", []string{"system:masters"}, nil); err != nil {
+		return nil, err
+	}
+	kcmCert, err := ca.Issue(pki, "kube-controller-manager", "system:kube-controller-manager", []string{"system:masters"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	saPriv, saPub, err := WriteServiceAccountKey(pki)
+	if err != nil {
+		return nil, err
+	}
+
+	// etcd
+	etcdClient, etcdPeer := mustFreePort(), mustFreePort()
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
+	step("control plane: starting etcd on %s", etcdURL)
+	cp.etcd, err = StartProc("etcd", logs, cfg.Etcd, []string{
+		"--name=e2e",
+		"--data-dir=" + filepath.Join(dir, "etcd"),
+		"--listen-client-urls=" + etcdURL,
+		"--advertise-client-urls=" + etcdURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=e2e=" + peerURL,
+		"--unsafe-no-fsync=true",
+		"--log-level=warn",
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(cfg.StartupWait, cp.etcd, "etcd /health", func() error {
+		resp, err := http.Get(etcdURL + "/health")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"true"`) {
+			return fmt.Errorf("health: %s", b)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// kube-apiserver
+	apiPort := mustFreePort()
+	cp.APIURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	step("control plane: starting kube-apiserver on %s", cp.APIURL)
+	cp.apiserver, err = StartProc("kube-apiserver", logs, filepath.Join(cfg.PeerDir, "kube-apiserver"), []string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", apiPort),
+		"--tls-cert-file=" + serving.Cert,
+		"--tls-private-key-file=" + serving.Key,
+		"--client-ca-file=" + ca.Path,
+		"--service-account-key-file=" + saPub,
+		"--service-account-signing-key-file=" + saPriv,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--authorization-mode=RBAC",
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--allow-privileged=true",
+		// default admission plugins; none of them needs a node. The
+		// endpoint reconciler would only complain about a loopback address.
+		"--endpoint-reconciler-type=none",
+		"--profiling=false",
+		"--v=1",
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cp.AdminKubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	if err := writeKubeconfig(cp.AdminKubeconfig, cp.APIURL, ca.Path, cp.Admin, "e2e-admin"); err != nil {
+		return nil, err
+	}
+	cp.Rest = &rest.Config{
+		Host:            cp.APIURL,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: ca.Path, CertFile: cp.Admin.Cert, KeyFile: cp.Admin.Key},
+		QPS:             100,
+		Burst:           200,
+		Timeout:         30 * time.Second,
+	}
+	if cp.Kube, err = kubernetes.NewForConfig(cp.Rest); err != nil {
+		return nil, err
+	}
+	if cp.Dyn, err = dynamic.NewForConfig(cp.Rest); err != nil {
+		return nil, err
+	}
+	if err := waitFor(cfg.StartupWait, cp.apiserver, "kube-apiserver /readyz", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b, err := cp.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("%v %s", err, b)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	v, err := cp.Kube.Discovery().ServerVersion()
+	if err != nil {
+		return nil, err
+	}
+	cp.GitVersion = v.GitVersion
+	fmt.Sscanf(strings.TrimRight(v.Minor, "+"), "%d", &cp.Minor)
+	step("control plane: kube-apiserver %s ready", v.GitVersion)
+
+	// kube-controller-manager
+	kcmKubeconfig := filepath.Join(dir, "kube-controller-manager.kubeconfig")
+	if err := writeKubeconfig(kcmKubeconfig, cp.APIURL, ca.Path, kcmCert, "kube-controller-manager"); err != nil {
+		return nil, err
+	}
+	step("control plane: starting kube-controller-manager")
+	cp.kcm, err = StartProc("kube-controller-manager", logs, filepath.Join(cfg.PeerDir, "kube-controller-manager"), []string{
+		"--kubeconfig=" + kcmKubeconfig,
+		"--authentication-kubeconfig=" + kcmKubeconfig,
+		"--authorization-kubeconfig=" + kcmKubeconfig,
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", mustFreePort()),
+		"--leader-elect=false",
+		"--controllers=*",
+		"--use-service-account-credentials=false",
+		"--service-account-private-key-file=" + saPriv,
+		"--root-ca-file=" + ca.Path,
+		"--cluster-name=e2e",
+		"--profiling=false",
+		"--v=1",
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	// the service-account controller creating default/default shows the
+	// controller manager is up and writing
+	if err := waitFor(cfg.StartupWait, cp.kcm, "kube-controller-manager (default ServiceAccount)", func() error {
+		_, err := cp.Kube.CoreV1().ServiceAccounts("default").Get(context.Background(), "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("not yet")
+		}
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	step("control plane: kube-controller-manager ready")
+	return cp, nil
+}
+
+// waitFor polls check until it succeeds, the timeout passes or p exits.
+func waitFor(timeout time.Duration, p *Proc, what string, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if p != nil {
+			if done, err := p.Exited(); done {
+				return fmt.Errorf("%s exited (%v) while waiting for %s; log tail:\n%s", p.Name, err, what, p.Tail(3000))
+			}
+		}
+		if last = check(); last == nil {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	tail := ""
+	if p != nil {
+		tail = "; log tail:\n" + p.Tail(3000)
+	}
+	return fmt.Errorf("timed out after %v waiting for %s: %v%s", timeout, what, last, tail)
+}
+
+func writeKubeconfig(path, server, caFile string, c CertFiles, user string) error {
+	s := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: %s
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: %s
+current-context: e2e
+`, server, caFile, user, c.Cert, c.Key, user)
+	return os.WriteFile(path, []byte(s), 0o600)
+}

@@ -1,0 +1,90 @@
+// Command e2e is the end-to-end harness of serverconfig-webhook.
+//
+// It is driven by `cargo xtask e2e` and `cargo xtask demo` (xtask/src/e2e.rs),
+// which build the peer binaries (etcd, kube-apiserver,
+// kube-controller-manager) and the webhook first and pass their paths here.
+//
+//	e2e run  [flags]   run the scenarios, print PASS/FAIL lines and
+//	                   "e2e: N passed, M failed"; exit 1 on any failure
+//	e2e demo [flags]   bring the control plane up, show the before/after
+//	                   table and keep running until Ctrl-C
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config is what the driver passes in on the command line.
+type Config struct {
+	PeerDir      string // holds kube-apiserver and kube-controller-manager
+	Etcd         string // etcd binary
+	Webhook      string // serverconfig-webhook binary
+	Repo         string // repository root
+	CRDs         string // Seldon CRDs (crds.yaml)
+	WorkDir      string // per-run temp folder; empty: make one
+	Keep         bool   // keep WorkDir after the run
+	QuietSeconds int
+	Only         string // regexp on scenario names
+	Verbose      bool
+	StartupWait  time.Duration
+	WebhookFlags string // shipped | minimal
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	cmd := os.Args[1]
+	fs := flag.NewFlagSet("e2e "+cmd, flag.ExitOnError)
+	var cfg Config
+	fs.StringVar(&cfg.PeerDir, "peer-dir", "", "folder holding kube-apiserver and kube-controller-manager")
+	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd binary")
+	fs.StringVar(&cfg.Webhook, "webhook", "", "serverconfig-webhook binary")
+	fs.StringVar(&cfg.Repo, "repo", ".", "repository root")
+	fs.StringVar(&cfg.CRDs, "crds", "", "Seldon CRDs (default: <repo>/../shared/seldon-v2.9.1/crds.yaml)")
+	fs.StringVar(&cfg.WorkDir, "work-dir", "", "per-run folder (default: a new temp folder)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the per-run folder (logs, certs, kubeconfig)")
+	fs.IntVar(&cfg.QuietSeconds, "quiet-seconds", 10, "length of the quiet steady state window")
+	fs.StringVar(&cfg.Only, "run", "", "only scenarios whose name matches this regexp")
+	fs.BoolVar(&cfg.Verbose, "v", false, "verbose progress")
+	fs.DurationVar(&cfg.StartupWait, "startup-timeout", 120*time.Second, "how long each peer may take to become ready")
+	fs.StringVar(&cfg.WebhookFlags, "webhook-flags", "shipped", "shipped: the flags of deploy/kustomize/deployment.yaml (addresses, cert paths replaced); minimal: only --controller-namespace")
+	_ = fs.Parse(os.Args[2:])
+	verbose = cfg.Verbose
+
+	if cfg.CRDs == "" {
+		cfg.CRDs = firstExisting(
+			filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml"),
+			"/work/shared/seldon-v2.9.1/crds.yaml",
+		)
+	}
+	var code int
+	switch cmd {
+	case "run":
+		code = runSuite(cfg)
+	case "demo":
+		code = runDemo(cfg)
+	default:
+		usage()
+		code = 2
+	}
+	os.Exit(code)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: e2e run|demo [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
+}
+
+func firstExisting(paths ...string) string {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return paths[0]
+}

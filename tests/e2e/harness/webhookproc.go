@@ -1,0 +1,169 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Webhook runs the serverconfig-webhook binary as a local process on a fixed
+// loopback port (so it can be stopped and started again at the same URL).
+type Webhook struct {
+	Bin         string
+	Port        int
+	MetricsPort int
+	Cert        CertFiles
+	CA          *CA
+	Kubeconfig  string
+	Identity    string // who the webhook is to the API server
+	// ShippedArgs are the flags of the shipped Deployment minus the ones the
+	// harness sets (addresses, certificate paths, log format, shutdown delay)
+	ShippedArgs  []string
+	PodNamespace string
+	LogDir       string
+	Namespace    string // the Seldon controller namespace
+	proc         *Proc
+}
+
+func NewWebhook(cfg Config, cp *ControlPlane) (*Webhook, error) {
+	pki := filepath.Join(cp.Dir, "pki")
+	ca, err := NewCA(pki, "webhook-ca")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := ca.Issue(pki, "webhook-serving", "serverconfig-webhook", nil, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		return nil, err
+	}
+	return &Webhook{
+		Bin: cfg.Webhook, Port: mustFreePort(), MetricsPort: mustFreePort(), Cert: cert, CA: ca,
+		PodNamespace: "serverconfig-webhook-system",
+		Kubeconfig:   cp.AdminKubeconfig, Identity: "admin (no RBAC shipped)", LogDir: filepath.Join(cp.Dir, "logs"), Namespace: "seldon-system",
+	}, nil
+}
+
+// Available tells whether the webhook binary exists.
+func (w *Webhook) Available() error {
+	if w.Bin == "" {
+		return fmt.Errorf("no webhook binary given")
+	}
+	if _, err := os.Stat(w.Bin); err != nil {
+		return fmt.Errorf("webhook binary: %w", err)
+	}
+	return nil
+}
+
+func (w *Webhook) Start() error {
+	if err := w.Available(); err != nil {
+		return err
+	}
+	if w.proc != nil {
+		if done, _ := w.proc.Exited(); !done {
+			return nil
+		}
+	}
+	args := []string{
+		"serve",
+		fmt.Sprintf("--listen-addr=127.0.0.1:%d", w.Port),
+		"--tls-cert-file=" + w.Cert.Cert,
+		"--tls-key-file=" + w.Cert.Key,
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", w.MetricsPort),
+		"--log-format=json",
+		// stop at once; the webhook-down scenario wants it gone
+		"--shutdown-delay=0s",
+	}
+	if len(w.ShippedArgs) > 0 {
+		args = append(args, w.ShippedArgs...)
+	} else {
+		args = append(args, "--controller-namespace="+w.Namespace)
+	}
+	step("webhook: starting %s on 127.0.0.1:%d: %s", w.Bin, w.Port, strings.Join(args, " "))
+	p, err := StartProc("serverconfig-webhook", w.LogDir, w.Bin, args, []string{
+		"KUBECONFIG=" + w.Kubeconfig,
+		// what the Deployment's downward API gives it (lease namespace, identity)
+		"POD_NAMESPACE=" + w.PodNamespace,
+		"POD_NAME=serverconfig-webhook-e2e",
+	})
+	if err != nil {
+		return err
+	}
+	w.proc = p
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(w.CA.CertPEM)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return waitFor(60*time.Second, p, "webhook /readyz", func() error {
+		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", w.Port))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+func (w *Webhook) Stop() {
+	if w.proc != nil {
+		step("webhook: stopping")
+		w.proc.Stop(10 * time.Second)
+		w.proc = nil
+	}
+}
+
+// Metrics returns the webhook's /metrics text (empty on error).
+func (w *Webhook) Metrics() string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", w.MetricsPort))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b := make([]byte, 1<<20)
+	n, _ := resp.Body.Read(b)
+	return string(b[:n])
+}
+
+// LoadShippedArgs reads the webhook container's args from the shipped
+// Deployment (deploy/kustomize/deployment.yaml) and drops the ones the
+// harness sets itself. Missing file: nil (the harness's minimal flags).
+func LoadShippedArgs(repo string) ([]string, string, error) {
+	path := filepath.Join(repo, deployDir, "deployment.yaml")
+	if _, err := os.Stat(path); err != nil {
+		return nil, "", nil
+	}
+	objs, err := DecodeYAMLFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		if len(cs) == 0 {
+			continue
+		}
+		c := cs[0].(map[string]any)
+		raw, _ := c["args"].([]any)
+		var out []string
+		for _, a := range raw {
+			s, _ := a.(string)
+			flag := strings.SplitN(s, "=", 2)[0]
+			switch flag {
+			case "--listen-addr", "--metrics-addr", "--tls-cert-file", "--tls-key-file", "--log-format", "--shutdown-delay":
+				continue
+			}
+			out = append(out, s)
+		}
+		return out, o.GetNamespace(), nil
+	}
+	return nil, "", fmt.Errorf("%s: no Deployment", path)
+}
