@@ -7,6 +7,17 @@
 pub mod lease;
 pub mod plan;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        let long = "é".repeat(2000);
+        let t = super::truncate_note(long);
+        assert!(t.len() <= 1024 && t.ends_with("..."));
+        assert_eq!(super::truncate_note("short".into()), "short");
+    }
+}
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -89,7 +100,7 @@ impl Ctx {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: reason.into(),
             secondary: None,
         };
@@ -332,6 +343,21 @@ async fn notify_users(ctx: &Ctx, spec: &PlaceholderSpec, reason: &str, note: Str
                 .await;
         }
     }
+}
+
+/// The API server rejects Event notes over 1024 bytes (422); keep the
+/// start, which names the object and the failure.
+fn truncate_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut cut = MAX - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
 }
 
 fn object_key<K: Resource>(obj: &K) -> String {
