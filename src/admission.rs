@@ -120,7 +120,7 @@ impl Admission {
                 started,
             );
         }
-        let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        let mut req: AdmissionRequest<DynamicObject> = match review.try_into() {
             Ok(r) => r,
             Err(_) => {
                 return invalid(
@@ -131,7 +131,9 @@ impl Admission {
                 )
             }
         };
-        let (response, outcome) = self.respond(&req).await;
+        let object = req.object.take();
+        let old_object = req.old_object.take();
+        let (response, outcome) = self.respond(&req, object, old_object).await;
         self.metrics
             .admission(outcome, started.elapsed().as_secs_f64());
         let body = encode_review(response);
@@ -141,6 +143,8 @@ impl Admission {
     async fn respond(
         &self,
         req: &AdmissionRequest<DynamicObject>,
+        object: Option<DynamicObject>,
+        old_object: Option<DynamicObject>,
     ) -> (AdmissionResponse, &'static str) {
         let base = AdmissionResponse::from(req);
         let operation = match req.operation {
@@ -155,7 +159,7 @@ impl Admission {
             kind: &req.kind.kind,
         };
         // Cheap scope check on the typed metadata before anything else.
-        let owner_value = req.object.as_ref().map(
+        let owner_value = object.as_ref().map(
             |o| serde_json::json!({"metadata": {"ownerReferences": o.metadata.owner_references}}),
         );
         let object_meta_only = owner_value.as_ref();
@@ -171,7 +175,7 @@ impl Admission {
             }
             Scope::In { kind, server } => (kind, server),
         };
-        let object = match req.object.as_ref().map(serde_json::to_value) {
+        let object = match object.map(into_value) {
             Some(Ok(v)) => v,
             _ => {
                 return (
@@ -182,10 +186,7 @@ impl Admission {
         };
 
         let old_object = match operation {
-            Operation::Update => req
-                .old_object
-                .as_ref()
-                .and_then(|o| serde_json::to_value(o).ok()),
+            Operation::Update => old_object.and_then(|o| into_value(o).ok()),
             _ => None,
         };
         let caches = &self.caches;
@@ -288,6 +289,25 @@ fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionRe
         r.warnings = Some(warnings);
     }
     r
+}
+
+/// The object as JSON, moving its body instead of re-encoding it: only the
+/// (small) typed metadata is serialised.
+fn into_value(o: DynamicObject) -> Result<serde_json::Value, serde_json::Error> {
+    let metadata = serde_json::to_value(&o.metadata)?;
+    let mut v = match o.data {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(t) = o.types {
+        v.insert(
+            "apiVersion".into(),
+            serde_json::Value::String(t.api_version),
+        );
+        v.insert("kind".into(), serde_json::Value::String(t.kind));
+    }
+    v.insert("metadata".into(), metadata);
+    Ok(serde_json::Value::Object(v))
 }
 
 /// Encodes the answer. kube-core writes `patch` (a Go `[]byte`) as a JSON

@@ -328,6 +328,83 @@ fn normalize_in(key: Option<&str>, v: &Value) -> Option<Value> {
     }
 }
 
+/// Whether `normalize(raw) == *normalized`, without building the normal
+/// form of `raw` (the hot path compares every stored template this way).
+pub fn eq_normalized(normalized: &Value, raw: &Value) -> bool {
+    eq_in(None, raw, Some(normalized).filter(|n| !n.is_null()))
+}
+
+fn is_none_in(key: Option<&str>, raw: &Value) -> bool {
+    match raw {
+        Value::Null => true,
+        Value::Bool(false) => !keep_zero(key),
+        Value::Number(n) if n.as_f64() == Some(0.0) => !keep_zero(key),
+        Value::String(s) if s.is_empty() => !keep_zero(key),
+        Value::String(_) if key == Some("divisor") => {
+            canonical_value(raw, false).as_deref() == Some("0")
+        }
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => {
+            let quantity_map = key.is_some_and(|k| matches!(k, "limits" | "requests" | "overhead"));
+            !quantity_map && m.iter().all(|(k, x)| is_none_in(Some(k), x))
+                || quantity_map && m.is_empty()
+        }
+        _ => false,
+    }
+}
+
+fn eq_in(key: Option<&str>, raw: &Value, want: Option<&Value>) -> bool {
+    if is_none_in(key, raw) {
+        return want.is_none();
+    }
+    let Some(want) = want else { return false };
+    match raw {
+        Value::String(s) if key.is_some_and(is_quantity_key) => {
+            let canonical = canonical_value(raw, false).unwrap_or_else(|| s.clone());
+            want.as_str() == Some(canonical.as_str())
+        }
+        Value::Array(a) => {
+            let Some(w) = want.as_array() else {
+                return false;
+            };
+            a.len() == w.len()
+                && a.iter().zip(w).all(|(x, wx)| {
+                    if is_none_in(None, x) {
+                        wx.as_object().is_some_and(|o| o.is_empty())
+                    } else {
+                        eq_in(None, x, Some(wx))
+                    }
+                })
+        }
+        Value::Object(m) => {
+            let Some(w) = want.as_object() else {
+                return false;
+            };
+            let quantity_map = key.is_some_and(|k| matches!(k, "limits" | "requests" | "overhead"));
+            let mut count = 0;
+            for (k, x) in m {
+                if quantity_map {
+                    count += 1;
+                    let c = canonical_value(x, false).map_or_else(|| x.clone(), Value::String);
+                    if w.get(k) != Some(&c) {
+                        return false;
+                    }
+                    continue;
+                }
+                if is_none_in(Some(k), x) {
+                    continue;
+                }
+                count += 1;
+                if !eq_in(Some(k), x, w.get(k)) {
+                    return false;
+                }
+            }
+            count == w.len()
+        }
+        _ => raw == want,
+    }
+}
+
 fn keep_zero(key: Option<&str>) -> bool {
     key.is_some_and(|k| POINTER_SCALARS.contains(&k))
 }
@@ -387,6 +464,32 @@ mod tests {
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
         assert_eq!(spec["volumes"][0]["emptyDir"], json!({}));
         assert_eq!(spec["volumes"][1]["secret"]["defaultMode"], 420);
+    }
+
+    #[test]
+    fn eq_normalized_agrees_with_normalize() {
+        let samples = [
+            json!({"hostNetwork":false,"resources":{},"args":[],"image":"","x":null,"limits":{"cpu":"1000m"}}),
+            json!({"limits":{"cpu":"1"}}),
+            json!({"automountServiceAccountToken":false}),
+            json!({}),
+            json!({"containers":[{"name":"a","env":[{"name":"X","valueFrom":{"resourceFieldRef":{"divisor":"0","resource":"r"}}}]},{}]}),
+            json!({"containers":[{"name":"a","env":[{"name":"X","valueFrom":{"resourceFieldRef":{"resource":"r"}}}]},{"x":null}]}),
+            json!({"volumes":[{"name":"v","emptyDir":{"sizeLimit":"1024Mi"}}]}),
+            json!({"volumes":[{"name":"v","emptyDir":{"sizeLimit":"1Gi"}}]}),
+            json!({"a":[1,2],"b":{"c":0}}),
+            json!({"a":[1,2,3]}),
+            json!(null),
+        ];
+        for a in &samples {
+            for b in &samples {
+                assert_eq!(
+                    eq_normalized(&normalize(a), b),
+                    normalize(a) == normalize(b),
+                    "{a} vs {b}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{json, Value};
 
-use super::defaults::normalize;
+use super::defaults::{eq_normalized, normalize};
 use super::desired::{desired, vct_identity, Desired};
 use super::model::{Server, ServerConfig, SELDON_GROUP};
 
@@ -343,7 +343,7 @@ impl PatchBuilder<'_> {
     /// [`Self::set`] with the normal form of `value` already known.
     fn set_normalized(&mut self, path: &str, value: Value, normalized: &Value) {
         let current = self.object.pointer(path);
-        if current.map(normalize).as_ref() == Some(normalized) {
+        if current.is_some_and(|c| eq_normalized(normalized, c)) {
             return;
         }
         let Ok(pointer) = path.parse() else {
