@@ -42,6 +42,10 @@ fn the_server() -> Value {
 }
 
 async fn start(limits: Limits) -> Running {
+    start_with(limits, None).await
+}
+
+async fn start_with(limits: Limits, client_ca: Option<std::path::PathBuf>) -> Running {
     let tmp = tempfile::tempdir().expect("tmp");
     let generated = pair();
     let secret = SecretDir::new(tmp.path(), &generated.cert, &generated.key);
@@ -54,12 +58,12 @@ async fn start(limits: Limits) -> Running {
     let files = tls::CertFiles {
         cert: secret.cert(),
         key: secret.key(),
-        client_ca: None,
+        client_ca: client_ca.clone(),
         reload_interval: Duration::from_millis(200),
     };
     let store = Arc::new(tls::CertStore::default());
     let fp = tls::initial_load(&store, &files).expect("initial cert");
-    let config = tls::server_config(store.clone(), None).expect("tls config");
+    let config = tls::server_config(store.clone(), client_ca.as_deref()).expect("tls config");
     tokio::spawn(tls::reload_loop(store.clone(), files, fp, metrics.clone()));
     let admission = Arc::new(Admission {
         desired: Default::default(),
@@ -441,4 +445,68 @@ async fn shutdown_drains_in_flight_requests_and_readiness_goes_false() {
         .await
         .expect("server task")
         .expect("server exits cleanly");
+}
+
+/// A client certificate (clientAuth) signed by a fresh CA: (CA PEM, identity PEM).
+fn client_identity() -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(vec!["kube-apiserver".to_string()]).expect("params");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).expect("client cert");
+    (
+        ca_cert.pem(),
+        format!("{}{}", cert.pem(), key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn client_ca_requires_a_certificate_from_that_ca() {
+    let (api_ca, api_identity) = client_identity();
+    let (_, stranger_identity) = client_identity();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_path = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_path, &api_ca).expect("write ca");
+    let srv = start_with(Limits::default(), Some(ca_path)).await;
+    let body = serde_json::to_vec(&review("CREATE", &incoming())).expect("json");
+    let url = format!("https://localhost:{}/mutate", srv.addr.port());
+    let with_identity = |pem: Option<&str>| {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(srv.ca.as_bytes()).expect("ca"))
+            .http1_only();
+        if let Some(pem) = pem {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        b.build().expect("client")
+    };
+    let send = |c: reqwest::Client| {
+        let (url, body) = (url.clone(), body.clone());
+        async move {
+            c.post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    let ok = send(with_identity(Some(&api_identity)))
+        .await
+        .expect("the API server's certificate is accepted");
+    assert_eq!(ok.status(), 200);
+    assert!(
+        send(with_identity(None)).await.is_err(),
+        "no client certificate: handshake refused"
+    );
+    assert!(
+        send(with_identity(Some(&stranger_identity))).await.is_err(),
+        "certificate from another CA: refused"
+    );
 }
