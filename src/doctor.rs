@@ -300,11 +300,13 @@ async fn controller_checks(
         out.push(check(subject, "warn", "no container"));
         return;
     };
+    // An empty value is stored without `value`: it still substitutes "".
     let env: BTreeMap<String, String> = container
         .env
         .iter()
         .flatten()
-        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .filter(|e| e.value_from.is_none())
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
     let mut clusterwide = false;
     let mut watch: Vec<String> = Vec::new();
@@ -327,7 +329,12 @@ async fn controller_checks(
                 .collect();
         }
     }
-    let app_ns: Vec<&String> = server_namespaces.iter().filter(|n| *n != ctl).collect();
+    let app_ns: Vec<&String> = server_namespaces
+        .iter()
+        .filter(|n| *n != ctl)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if !clusterwide && !watch.is_empty() {
         out.push(check(subject, "fail", format!(
             "--watch-namespaces={} is IGNORED because --clusterwide=false (the seed's trap): set controller.clusterwide=true", watch.join(","))));

@@ -89,6 +89,17 @@ fn run_render(args: &RenderArgs) -> ExitCode {
     }
 }
 
+/// A multi-thread Tokio runtime, or exit code 1 with a sentence.
+fn runtime(command: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("serverconfig-webhook {command}: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -103,15 +114,9 @@ fn init_logging(format: LogFormat) {
 
 fn run_serve(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime("serve") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("serverconfig-webhook serve: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,15 +253,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn run_sync(args: SyncCommandArgs) -> ExitCode {
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime("sync") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("serverconfig-webhook sync: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         let metrics = Arc::new(Metrics::new());
@@ -291,15 +290,9 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
 }
 
 fn run_doctor(args: &DoctorArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime("doctor") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("serverconfig-webhook doctor: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let cfg = doctor::DoctorConfig {
         settings: settings(&args.cluster),

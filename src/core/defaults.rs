@@ -39,6 +39,22 @@ const POINTER_SCALARS: &[&str] = &[
 /// volumes, resource lists and field selectors, as the API server does for
 /// the pod template of a StatefulSet or Deployment.
 pub fn default_pod_spec(spec: &mut Map<String, Value>) {
+    // The v1 <-> internal conversion keeps the deprecated `serviceAccount`
+    // equal to `serviceAccountName` (filling the latter from it if unset).
+    let account = match (spec.get("serviceAccountName"), spec.get("serviceAccount")) {
+        (Some(Value::String(n)), _) if !n.is_empty() => Some(n.clone()),
+        (_, Some(Value::String(d))) if !d.is_empty() => Some(d.clone()),
+        _ => None,
+    };
+    match account {
+        Some(a) => {
+            spec.insert("serviceAccountName".into(), Value::String(a.clone()));
+            spec.insert("serviceAccount".into(), Value::String(a));
+        }
+        None => {
+            spec.remove("serviceAccount");
+        }
+    }
     set_if_empty(spec, "dnsPolicy", "ClusterFirst");
     set_if_empty(spec, "restartPolicy", "Always");
     set_if_empty(spec, "schedulerName", "default-scheduler");
@@ -452,6 +468,15 @@ mod tests {
         assert_eq!(spec["terminationGracePeriodSeconds"], 30);
         assert_eq!(spec["schedulerName"], "default-scheduler");
         assert_eq!(spec["securityContext"], json!({}));
+        let mut sa = json!({"serviceAccountName": "runner", "containers": []});
+        default_pod_spec(sa.as_object_mut().unwrap());
+        assert_eq!(
+            sa["serviceAccount"], "runner",
+            "conversion mirrors the deprecated field"
+        );
+        let mut old_style = json!({"serviceAccount": "legacy", "containers": []});
+        default_pod_spec(old_style.as_object_mut().unwrap());
+        assert_eq!(old_style["serviceAccountName"], "legacy");
         let c = &spec["containers"][0];
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(c["terminationMessagePath"], "/dev/termination-log");

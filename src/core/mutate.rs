@@ -378,22 +378,23 @@ fn build_patch(
     let (controller_config, old_object) = (inputs.controller_config, inputs.old_object);
     let mut warnings = Vec::new();
     let source = format!("{namespace}/{}", config.meta.name);
-    let stale_labels = controller_config.map_or(Copied::Unknown, |c| Copied::Drop(&c.meta.labels));
-    let stale_annotations =
-        controller_config.map_or(Copied::Unknown, |c| Copied::Drop(&c.meta.annotations));
-    let (template_copied_labels, template_copied_annotations) = match controller_config {
-        Some(c) if c.is_placeholder() => (
-            Copied::Freeze {
-                keys: &c.meta.labels,
-                stored: old_object.map(|o| string_map(o.pointer("/spec/template/metadata/labels"))),
-            },
-            Copied::Freeze {
-                keys: &c.meta.annotations,
-                stored: old_object
-                    .map(|o| string_map(o.pointer("/spec/template/metadata/annotations"))),
-            },
-        ),
-        _ => (stale_labels.clone(), stale_annotations.clone()),
+    // How keys copied from the controller-namespace config are treated, on
+    // the object and in the pod template (labels, then annotations).
+    let copied =
+        |field: fn(&ServerConfig) -> &BTreeMap<String, String>, path: &str, template: bool| {
+            match controller_config {
+                None => Copied::Unknown,
+                Some(c) if template && c.is_placeholder() => Copied::Freeze {
+                    keys: field(c),
+                    stored: old_object.map(|o| string_map(o.pointer(path))),
+                },
+                Some(c) => Copied::Drop(field(c)),
+            }
+        };
+    let labels_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.labels;
+    let annotations_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.annotations;
+    let reconciled = |path: &str, wanted: &BTreeMap<String, String>, how: &Copied<'_>| {
+        reconcile_map(&string_map(object.pointer(path)), wanted, how)
     };
     let mut b = PatchBuilder {
         object,
@@ -405,19 +406,19 @@ fn build_patch(
             message: "serverconfig-webhook: the object has no metadata".into(),
         };
     }
-    let labels = reconcile_map(
-        &string_map(object.pointer("/metadata/labels")),
+    let labels = reconciled(
+        "/metadata/labels",
         &want.labels,
-        &stale_labels,
+        &copied(labels_of, "", false),
     );
     b.set("/metadata/labels", json!(labels));
     let mut wanted_annotations = want.annotations.clone();
     wanted_annotations.insert(SOURCE_ANNOTATION.into(), source.clone());
     wanted_annotations.insert(HASH_ANNOTATION.into(), want.hash.clone());
-    let annotations = reconcile_map(
-        &string_map(object.pointer("/metadata/annotations")),
+    let annotations = reconciled(
+        "/metadata/annotations",
         &wanted_annotations,
-        &stale_annotations,
+        &copied(annotations_of, "", false),
     );
     b.set("/metadata/annotations", json!(annotations));
 
@@ -426,15 +427,17 @@ fn build_patch(
             message: "serverconfig-webhook: the object has no spec".into(),
         };
     }
-    let template_labels = reconcile_map(
-        &string_map(object.pointer("/spec/template/metadata/labels")),
+    const TEMPLATE_LABELS: &str = "/spec/template/metadata/labels";
+    const TEMPLATE_ANNOTATIONS: &str = "/spec/template/metadata/annotations";
+    let template_labels = reconciled(
+        TEMPLATE_LABELS,
         &want.template_labels,
-        &template_copied_labels,
+        &copied(labels_of, TEMPLATE_LABELS, true),
     );
-    let template_annotations = reconcile_map(
-        &string_map(object.pointer("/spec/template/metadata/annotations")),
+    let template_annotations = reconciled(
+        TEMPLATE_ANNOTATIONS,
         &want.template_annotations,
-        &template_copied_annotations,
+        &copied(annotations_of, TEMPLATE_ANNOTATIONS, true),
     );
     match object.pointer("/spec/template/metadata") {
         Some(Value::Object(_)) => {

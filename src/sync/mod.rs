@@ -65,6 +65,8 @@ pub struct SyncConfig {
 enum SyncError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("re-admitted, but the stored template is still not the webhook's: is the webhook registered and reachable?")]
+    NotApplied,
 }
 
 struct Ctx {
@@ -360,6 +362,31 @@ fn truncate_note(mut note: String) -> String {
     note
 }
 
+/// A namespaced workload kind the controller builds for a Server.
+trait Workload:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Workload for K where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn object_key<K: Resource>(obj: &K) -> String {
     format!(
         "{}/{}",
@@ -377,14 +404,7 @@ async fn workload_controller<K>(
     kind: WorkloadKind,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Workload,
 {
     let api: Api<K> = match &ns {
         Some(n) => Api::namespaced(ctx.client.clone(), n),
@@ -444,14 +464,7 @@ async fn reconcile_workload<K>(
     kind: WorkloadKind,
 ) -> Result<Action, SyncError>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Workload,
 {
     let requeue = Action::requeue(ctx.cfg.heal_interval);
     let ns = obj.meta().namespace.clone().unwrap_or_default();
@@ -544,8 +557,26 @@ where
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    match api.patch(&name, &params, &Patch::Merge(&patch)).await {
-        Ok(_) => {
+    let result = api.patch(&name, &params, &Patch::Merge(&patch)).await;
+    // Count it only if the webhook really rewrote the object: with the
+    // webhook bypassed (unregistered, failurePolicy Ignore) the patch
+    // succeeds but changes nothing but the annotation.
+    let result = result.map_err(SyncError::from).and_then(|updated| {
+        let now = serde_json::to_value(&updated).unwrap_or_default();
+        match workload_action(
+            kind,
+            &now,
+            &server,
+            config,
+            controller_config,
+            &ctx.cfg.settings,
+        ) {
+            WorkloadAction::Nothing | WorkloadAction::Held => Ok(()),
+            _ => Err(SyncError::NotApplied),
+        }
+    });
+    match result {
+        Ok(()) => {
             ctx.metrics.sync_action(what);
             ctx.failures
                 .lock()
@@ -573,7 +604,7 @@ where
                 format!("could not re-admit {} {key}: {e}", K::kind(&())),
             )
             .await;
-            Err(e.into())
+            Err(e)
         }
     }
 }
