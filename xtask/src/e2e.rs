@@ -4,6 +4,10 @@
 //!    the pinned Go modules under `tests/e2e/peers/` into a cache folder
 //!    keyed by version (`.cache/peers/k8s-v<ver>/`, `.cache/peers/etcd-<ver>/`);
 //!    a binary already there is never rebuilt;
+//!    and, for the deploy scenarios, cert-manager's controller and
+//!    cainjector (`tests/e2e/peers/cert-manager-v<ver>/`, cached in
+//!    `cert-manager-v<ver>/`), and finds helm and kustomize through
+//!    `tests/deploy/lib.sh` (same cache);
 //! 2. builds the webhook (`cargo build --bin serverconfig-webhook`);
 //! 3. builds the Go harness (`tests/e2e/harness`) and runs it, which starts a
 //!    control plane in a temp folder, runs the scenarios (or the demo) and
@@ -115,6 +119,7 @@ fn drive(mode: &str, args: &[String]) -> Result<()> {
     check_go()?;
     let peers = Peers::resolve(&repo, &o.k8s)?;
     peers.build()?;
+    let deploy_peers = DeployPeers::build(&repo)?;
     let webhook = build_webhook(&repo, &o)?;
     let harness = build_harness(&repo)?;
     eprintln!("e2e: builds ready in {:.1}s", t0.elapsed().as_secs_f64());
@@ -128,6 +133,7 @@ fn drive(mode: &str, args: &[String]) -> Result<()> {
         .arg(format!("--etcd={}", peers.etcd_bin().display()))
         .arg(format!("--webhook={}", webhook.display()))
         .arg(format!("--repo={}", repo.display()))
+        .args(deploy_peers.harness_args())
         .current_dir(&repo);
     if let Some(v) = &o.quiet_seconds {
         cmd.arg(format!("--quiet-seconds={v}"));
@@ -515,4 +521,119 @@ fn build_harness(repo: &Path) -> Result<PathBuf> {
         bail!("building the e2e harness (tests/e2e/harness) failed");
     }
     Ok(out)
+}
+
+/// The peers of the deploy scenarios (tests/e2e/harness/scenario_deploy_*.go):
+/// cert-manager's controller and cainjector from the pinned module under
+/// `tests/e2e/peers/cert-manager-v<ver>/` into `<cache>/cert-manager-v<ver>/`
+/// (built once, like the other peers), the folder of cert-manager's CRDs in
+/// the Go module cache, and helm / kustomize as `tests/deploy/lib.sh` builds
+/// and caches them.
+struct DeployPeers {
+    cert_manager_dir: PathBuf,
+    cert_manager_crds: PathBuf,
+    helm: PathBuf,
+    kustomize: PathBuf,
+}
+
+impl DeployPeers {
+    fn build(repo: &Path) -> Result<DeployPeers> {
+        let peers = repo.join("tests/e2e/peers");
+        let mut versions: Vec<String> = std::fs::read_dir(&peers)
+            .with_context(|| format!("read {}", peers.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("cert-manager-"))
+                    .map(String::from)
+            })
+            .collect();
+        versions.sort();
+        let version = versions
+            .pop()
+            .ok_or_else(|| anyhow!("no tests/e2e/peers/cert-manager-v* module"))?;
+        let module = peers.join(format!("cert-manager-{version}"));
+        let cache = match std::env::var_os("SERVERCONFIG_E2E_CACHE") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => repo.join(".cache/peers"),
+        };
+        let dir = cache.join(format!("cert-manager-{version}"));
+        let ldflags =
+            format!("-s -w -X github.com/cert-manager/cert-manager/pkg/util.AppVersion={version}");
+        let bins = [
+            (
+                "cert-manager-controller",
+                "serverconfig-webhook/e2e/peers/cert-manager/controller",
+            ),
+            (
+                "cert-manager-cainjector",
+                "serverconfig-webhook/e2e/peers/cert-manager/cainjector",
+            ),
+        ];
+        let todo: Vec<_> = bins.iter().filter(|b| !dir.join(b.0).is_file()).collect();
+        let n = todo.len();
+        for (k, (name, pkg)) in todo.into_iter().enumerate() {
+            let t = Instant::now();
+            eprintln!("peers: [{}/{n}] {name} {version} ({pkg})", k + 1);
+            go_build(&module, pkg, &dir.join(name), &ldflags, name)?;
+            eprintln!(
+                "peers: [{}/{n}] {name} {version} built in {:.0}s",
+                k + 1,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        // the CRDs ship in the module's source (deploy/crds), not committed here
+        let st = go_cmd(&module)
+            .args(["mod", "download", "github.com/cert-manager/cert-manager"])
+            .status()
+            .context("go mod download cert-manager")?;
+        if !st.success() {
+            bail!("go mod download github.com/cert-manager/cert-manager failed");
+        }
+        let out = go_cmd(&module)
+            .args([
+                "list",
+                "-m",
+                "-f",
+                "{{.Dir}}",
+                "github.com/cert-manager/cert-manager",
+            ])
+            .output()
+            .context("go list -m cert-manager")?;
+        let moddir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || moddir.is_empty() {
+            bail!("cannot locate the cert-manager module in the Go module cache");
+        }
+        let crds = PathBuf::from(moddir).join("deploy/crds");
+        // helm and kustomize: the same cached builds as tests/deploy/check.sh
+        let tool = |f: &str| -> Result<PathBuf> {
+            let out = Command::new("bash")
+                .current_dir(repo)
+                .args(["-c", &format!(". tests/deploy/lib.sh && {f}")])
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("tests/deploy/lib.sh {f}"))?;
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !out.status.success() || p.is_empty() {
+                bail!("tests/deploy/lib.sh {f} failed");
+            }
+            Ok(PathBuf::from(p))
+        };
+        Ok(DeployPeers {
+            cert_manager_dir: dir,
+            cert_manager_crds: crds,
+            helm: tool("helm_bin")?,
+            kustomize: tool("kustomize_bin")?,
+        })
+    }
+
+    fn harness_args(&self) -> Vec<String> {
+        vec![
+            format!("--cert-manager-dir={}", self.cert_manager_dir.display()),
+            format!("--cert-manager-crds={}", self.cert_manager_crds.display()),
+            format!("--helm={}", self.helm.display()),
+            format!("--kustomize={}", self.kustomize.display()),
+        ]
+    }
 }

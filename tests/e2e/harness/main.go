@@ -32,6 +32,11 @@ type Config struct {
 	Verbose      bool
 	StartupWait  time.Duration
 	WebhookFlags string // shipped | minimal
+	// deploy scenarios (scenario_deploy_*.go); empty: those checks fail
+	CertManagerDir  string // holds cert-manager-controller and cert-manager-cainjector
+	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
+	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
+	Kustomize       string // kustomize binary (optional)
 }
 
 func main() {
@@ -54,6 +59,10 @@ func main() {
 	fs.BoolVar(&cfg.Verbose, "v", false, "verbose progress")
 	fs.DurationVar(&cfg.StartupWait, "startup-timeout", 120*time.Second, "how long each peer may take to become ready")
 	fs.StringVar(&cfg.WebhookFlags, "webhook-flags", "shipped", "shipped: the flags of deploy/kustomize/deployment.yaml (addresses, cert paths replaced); minimal: only --controller-namespace")
+	fs.StringVar(&cfg.CertManagerDir, "cert-manager-dir", "", "folder holding cert-manager-controller and cert-manager-cainjector")
+	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
+	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
+	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
 	_ = fs.Parse(os.Args[2:])
 	verbose = cfg.Verbose
 

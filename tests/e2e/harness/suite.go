@@ -173,7 +173,7 @@ func runSuite(cfg Config) int {
 // AllScenarios in the order they run: the seed's failure first (no webhook
 // registered), then with the webhook.
 func AllScenarios() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{"seed-failure-without-webhook", scenarioSeedFailure},
 		{"pattern2-untouched", scenarioPattern2},
 		{"pattern1-seed-test-case-2", scenarioPattern1},
@@ -182,7 +182,20 @@ func AllScenarios() []Scenario {
 		{"tenant-isolation", scenarioTenants},
 		{"equivalence-with-render", scenarioEquivalence},
 		{"webhook-down", scenarioWebhookDown},
-	}
+		// the sync loop (serve --sync, as shipped), with the stand-in
+		// controller running as a controller (standin_controller.go)
+		{"sync-standin-controller", scenarioSyncStandIn},
+		{"sync-placeholder-lifecycle", scenarioSyncPlaceholder},
+		{"sync-shared-untouched", scenarioSyncSharedUntouched},
+		{"sync-quiet-with-placeholder", scenarioSyncQuiet},
+		{"sync-rollout", scenarioSyncRollout},
+		{"sync-heal", scenarioSyncHeal},
+		{"sync-doctor", scenarioSyncDoctor},
+		{"sync-two-replicas", scenarioSyncReplicas},
+	},
+		// last: the shipped deploy artefacts on the real control plane
+		// (scenario_deploy_*.go; they restore the harness's registration)
+		deployScenarios...)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -29,7 +29,11 @@ type Webhook struct {
 	PodNamespace string
 	LogDir       string
 	Namespace    string // the Seldon controller namespace
-	proc         *Proc
+	// ProcName (log file name) and PodName (POD_NAME, the Lease identity)
+	// of a second replica; empty: serverconfig-webhook / serverconfig-webhook-e2e
+	ProcName, PodName string
+	ExtraArgs         []string // appended after the shipped flags
+	proc              *Proc
 }
 
 func NewWebhook(cfg Config, cp *ControlPlane) (*Webhook, error) {
@@ -84,12 +88,20 @@ func (w *Webhook) Start() error {
 	} else {
 		args = append(args, "--controller-namespace="+w.Namespace)
 	}
+	args = append(args, w.ExtraArgs...)
+	procName, podName := "serverconfig-webhook", "serverconfig-webhook-e2e"
+	if w.ProcName != "" {
+		procName = w.ProcName
+	}
+	if w.PodName != "" {
+		podName = w.PodName
+	}
 	step("webhook: starting %s on 127.0.0.1:%d: %s", w.Bin, w.Port, strings.Join(args, " "))
-	p, err := StartProc("serverconfig-webhook", w.LogDir, w.Bin, args, []string{
+	p, err := StartProc(procName, w.LogDir, w.Bin, args, []string{
 		"KUBECONFIG=" + w.Kubeconfig,
 		// what the Deployment's downward API gives it (lease namespace, identity)
 		"POD_NAMESPACE=" + w.PodNamespace,
-		"POD_NAME=serverconfig-webhook-e2e",
+		"POD_NAME=" + podName,
 	})
 	if err != nil {
 		return err
