@@ -346,10 +346,15 @@ impl PatchBuilder<'_> {
         if current.is_some_and(|c| eq_normalized(normalized, c)) {
             return;
         }
+        self.put(path, value);
+    }
+
+    /// Adds an op setting `path` to `value` (add or replace).
+    fn put(&mut self, path: &str, value: Value) {
         let Ok(pointer) = path.parse() else {
             return; // paths are constants of this module
         };
-        self.ops.push(match current {
+        self.ops.push(match self.object.pointer(path) {
             Some(_) => PatchOperation::Replace(ReplaceOperation {
                 path: pointer,
                 value,
@@ -498,17 +503,7 @@ fn build_patch(
         }
         if operation == Operation::Create {
             if is_vct {
-                let Ok(pointer) = path.parse() else { continue };
-                b.ops.push(match object.pointer(path) {
-                    Some(_) => PatchOperation::Replace(ReplaceOperation {
-                        path: pointer,
-                        value,
-                    }),
-                    None => PatchOperation::Add(AddOperation {
-                        path: pointer,
-                        value,
-                    }),
-                });
+                b.put(path, value);
             } else {
                 b.set(path, value);
             }

@@ -61,16 +61,7 @@ impl PlaceholderSpec {
 
     /// Whether an existing placeholder already has this content.
     pub fn matches(&self, existing: &ServerConfig) -> bool {
-        let names: Vec<String> = existing
-            .pod_spec
-            .get("containers")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = container_names(existing);
         let has_image = existing
             .pod_spec
             .get("containers")
