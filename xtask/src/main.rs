@@ -67,6 +67,34 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The static musl binary the Dockerfile copies (Docker cannot run here):
+/// built as the Dockerfile builds it, then checked to be static and to run.
+fn static_binary() -> Result<()> {
+    const TARGET: &str = "x86_64-unknown-linux-musl";
+    cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        TARGET,
+        "--bin",
+        "serverconfig-webhook",
+    ])?;
+    let bin = format!("target/{TARGET}/release/serverconfig-webhook");
+    let ldd = Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .context("running ldd")?;
+    let text =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    if !(text.contains("statically linked") || text.contains("not a dynamic executable")) {
+        bail!("{bin} is not static: {text}");
+    }
+    run(&bin, &["--version"])?;
+    eprintln!("xtask: {bin} is static and runs");
+    Ok(())
+}
+
 /// Everything CI checks, in order of cost; `--no-e2e` skips the control plane.
 fn test(args: &[String]) -> Result<()> {
     let skip_e2e = args.iter().any(|a| a == "--no-e2e");
@@ -82,6 +110,7 @@ fn test(args: &[String]) -> Result<()> {
     ])?;
     cargo(&["test", "--workspace"])?;
     run("bash", &["tests/deploy/check.sh"])?;
+    static_binary()?;
     if skip_e2e {
         eprintln!("xtask test: e2e skipped on request (--no-e2e)");
         return Ok(());
