@@ -10,7 +10,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [flags]
 
 tasks:
-  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, the deploy checks, then the e2e suite
+  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, the deploy checks,
+          the Dockerfile's static binary, then the e2e suite
   e2e     the end-to-end suite on a local control plane (see `cargo xtask e2e --help`)
   demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C";
 
