@@ -245,21 +245,27 @@ struct Peers {
     etcd_dir: PathBuf,
 }
 
+/// Versions of the pinned peer modules `<peers>/<prefix><version>/`, sorted.
+fn pinned_versions(peers: &Path, prefix: &str) -> Result<Vec<String>> {
+    let mut versions: Vec<String> = std::fs::read_dir(peers)
+        .with_context(|| format!("read {}", peers.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .map(String::from)
+        })
+        .collect();
+    versions.sort();
+    Ok(versions)
+}
+
 impl Peers {
     fn resolve(repo: &Path, wanted: &str) -> Result<Peers> {
         let peers = repo.join("tests/e2e/peers");
         let wanted = wanted.trim_start_matches('v');
-        let mut versions: Vec<String> = std::fs::read_dir(&peers)
-            .with_context(|| format!("read {}", peers.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("k8s-v"))
-                    .map(String::from)
-            })
-            .collect();
-        versions.sort();
+        let versions = pinned_versions(&peers, "k8s-v")?;
         let version = versions
             .iter()
             .rev()
@@ -539,17 +545,7 @@ struct DeployPeers {
 impl DeployPeers {
     fn build(repo: &Path) -> Result<DeployPeers> {
         let peers = repo.join("tests/e2e/peers");
-        let mut versions: Vec<String> = std::fs::read_dir(&peers)
-            .with_context(|| format!("read {}", peers.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("cert-manager-"))
-                    .map(String::from)
-            })
-            .collect();
-        versions.sort();
+        let mut versions = pinned_versions(&peers, "cert-manager-")?;
         let version = versions
             .pop()
             .ok_or_else(|| anyhow!("no tests/e2e/peers/cert-manager-v* module"))?;
