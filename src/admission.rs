@@ -185,10 +185,6 @@ impl Admission {
             }
         };
 
-        let old_object = match operation {
-            Operation::Update => old_object.and_then(|o| into_value(o).ok()),
-            _ => None,
-        };
         let caches = &self.caches;
         let decision = {
             {
@@ -220,12 +216,21 @@ impl Admission {
                     (Some(s), Some(c)) => Some(self.desired.get(s, c, caches)),
                     _ => None,
                 };
+                // The stored object matters only for keys a placeholder
+                // copied into the template: convert it only then.
+                let placeholder = controller_config
+                    .as_deref()
+                    .is_some_and(|r| r.as_ref().is_ok_and(ServerConfig::is_placeholder));
+                let old_value = match (operation, placeholder) {
+                    (Operation::Update, true) => old_object.and_then(|o| into_value(o).ok()),
+                    _ => None,
+                };
                 let inputs = Inputs {
                     server: server_ok,
                     config: config_ok,
                     config_error: config_err_text.as_deref(),
                     controller_config: controller_config.as_deref().and_then(|r| r.as_ref().ok()),
-                    old_object: old_object.as_ref(),
+                    old_object: old_value.as_ref(),
                     desired: desired_now.as_deref(),
                 };
                 decide(operation, kind, &namespace, &object, inputs, &self.settings)

@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{
-    controller_server_owner, decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope,
-    Settings,
+    decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope, Settings,
 };
 
 /// A bad input: exit code 2 with this one sentence.
@@ -133,7 +132,6 @@ pub fn render(
             server.meta.name, server.server_config, config.meta.name
         )));
     }
-    debug_assert!(controller_server_owner(workload).is_some());
     let inputs = Inputs {
         server: Some(&server),
         config: Some(&config),

@@ -260,15 +260,11 @@ fn serve_finishes_an_in_flight_request_after_sigterm() {
             .await
             .expect("head");
         let c = support::tls::client(&[&g.ca_cert], false);
-        let req = tokio::spawn(async move {
-            c.post(format!("https://localhost:{port}/mutate"))
-                .header("content-type", "application/json")
-                .body(reqwest::Body::wrap_stream(
-                    tokio_stream::wrappers::ReceiverStream::new(rx),
-                ))
-                .send()
-                .await
-        });
+        let req = tokio::spawn(support::tls::post_streamed(
+            c,
+            format!("https://localhost:{port}/mutate"),
+            rx,
+        ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

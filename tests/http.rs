@@ -411,15 +411,7 @@ async fn shutdown_drains_in_flight_requests_and_readiness_goes_false() {
     tx.send(Ok(head)).await.expect("first half");
     let c = client(&[&srv.ca], false);
     let url = format!("https://localhost:{}/mutate", srv.addr.port());
-    let in_flight = tokio::spawn(async move {
-        c.post(url)
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            ))
-            .send()
-            .await
-    });
+    let in_flight = tokio::spawn(support::tls::post_streamed(c, url, rx));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = srv.stop.take().map(|s| s.send(()));
     tokio::time::sleep(Duration::from_millis(100)).await;

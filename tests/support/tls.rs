@@ -104,3 +104,19 @@ pub fn client(ca_pems: &[&str], http2_only: bool) -> reqwest::Client {
     };
     b.build().expect("client")
 }
+
+/// POSTs a review whose body arrives from `rx` as it is sent, so the
+/// request can be kept in flight (drain and SIGTERM tests).
+pub async fn post_streamed(
+    c: reqwest::Client,
+    url: String,
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> reqwest::Result<reqwest::Response> {
+    c.post(url)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .send()
+        .await
+}
