@@ -1,4 +1,4 @@
-//! Command line: `serve`, `render`, `certs`. Every `serve` flag has an
+//! Command line: `serve`, `sync`, `doctor`, `render`, `certs`, `migrate`. Every `serve` flag has an
 //! environment variable equivalent (`SERVERCONFIG_WEBHOOK_*`).
 
 use std::net::SocketAddr;
@@ -30,6 +30,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Write a CA and a serving certificate (for running without cert-manager).
     Certs(CertsArgs),
+    /// Move Seldon resources between namespaces (the seed's Migration Paths A and B), or undo a move.
+    Migrate(MigrateArgs),
 }
 
 /// Log output format.
@@ -275,6 +277,62 @@ pub struct CertsArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+}
+
+/// `migrate` flags.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Namespace to move from.
+    #[arg(
+        long,
+        required_unless_present = "rollback",
+        conflicts_with = "rollback"
+    )]
+    pub from: Option<String>,
+    /// Namespace to move to (the Seldon controller must watch it).
+    #[arg(
+        long,
+        required_unless_present = "rollback",
+        conflicts_with = "rollback"
+    )]
+    pub to: Option<String>,
+    /// Kinds to move, comma separated (serverconfigs, servers, models,
+    /// experiments, pipelines); all when not given.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind, conflicts_with = "rollback")]
+    pub kinds: Vec<crate::migrate::plan::Kind>,
+    /// Label selector: move only objects matching it (every kind).
+    #[arg(short = 'l', long, conflicts_with = "rollback")]
+    pub selector: Option<String>,
+    /// Print the plan (table and a unified diff per object); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// After the move is verified, delete the source objects.
+    #[arg(long, conflicts_with = "rollback")]
+    pub delete_source: bool,
+    /// Overwrite differing objects in the target; on --rollback, remove
+    /// objects changed since the move.
+    #[arg(long)]
+    pub force: bool,
+    /// Undo the move recorded in this rollback file.
+    #[arg(long, value_name = "FILE")]
+    pub rollback: Option<PathBuf>,
+    /// Where to write the rollback file (default
+    /// migrate-rollback-<from>-to-<to>-<unix time>.yaml).
+    #[arg(long, value_name = "PATH", conflicts_with = "rollback")]
+    pub rollback_file: Option<PathBuf>,
+    /// How long verification may take.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Namespace of the Seldon controller.
+    #[arg(long, default_value = "seldon-system")]
+    pub controller_namespace: String,
+    /// Name of the Seldon controller Deployment (its flags say what it watches).
+    #[arg(long, default_value = "seldon-v2-controller-manager")]
+    pub controller_deployment: String,
+}
+
+fn parse_kind(s: &str) -> Result<crate::migrate::plan::Kind, String> {
+    s.parse()
 }
 
 /// Parses "250ms", "5s", "2m" or a bare number of seconds.

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::cache::{server_config_resource, server_resource, Namespaces};
 use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{Settings, WorkloadKind};
+use crate::seldon_controller::{read_deployment, ControllerWatch};
 use crate::sync::plan::{workload_action, WorkloadAction};
 
 /// One finding.
@@ -257,15 +258,6 @@ fn differing_containers(workload: &Value, config: &ServerConfig) -> Vec<String> 
     out
 }
 
-/// Resolves `$(VAR)` in a container arg from its env.
-fn resolve(arg: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = arg.to_string();
-    for (k, v) in env {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    out
-}
-
 async fn controller_checks(
     client: &Client,
     cfg: &DoctorConfig,
@@ -273,9 +265,8 @@ async fn controller_checks(
     out: &mut Vec<Check>,
 ) {
     let ctl = &cfg.settings.controller_namespace;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ctl);
     let subject = format!("controller {ctl}/{}", cfg.controller_deployment);
-    let dep = match api.get_opt(&cfg.controller_deployment).await {
+    let dep = match read_deployment(client, ctl, &cfg.controller_deployment).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             out.push(check(
@@ -290,45 +281,15 @@ async fn controller_checks(
             return;
         }
     };
-    let container = dep.spec.template.spec.as_ref().and_then(|p| {
-        p.containers
-            .iter()
-            .find(|c| c.name == "manager")
-            .or_else(|| p.containers.first())
-    });
-    let Some(container) = container else {
+    let Some(ControllerWatch {
+        clusterwide,
+        watch_namespaces: watch,
+        ..
+    }) = ControllerWatch::from_deployment(&dep)
+    else {
         out.push(check(subject, "warn", "no container"));
         return;
     };
-    // An empty value is stored without `value`: it still substitutes "".
-    let env: BTreeMap<String, String> = container
-        .env
-        .iter()
-        .flatten()
-        .filter(|e| e.value_from.is_none())
-        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-        .collect();
-    let mut clusterwide = false;
-    let mut watch: Vec<String> = Vec::new();
-    for a in container
-        .args
-        .iter()
-        .flatten()
-        .chain(container.command.iter().flatten())
-    {
-        let a = resolve(a, &env);
-        if let Some(v) = a.strip_prefix("--clusterwide=") {
-            clusterwide = v == "true";
-        } else if a == "--clusterwide" {
-            clusterwide = true;
-        } else if let Some(v) = a.strip_prefix("--watch-namespaces=") {
-            watch = v
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-        }
-    }
     let app_ns: Vec<&String> = server_namespaces
         .iter()
         .filter(|n| *n != ctl)
@@ -569,22 +530,6 @@ mod tests {
             ..LabelSelector::default()
         };
         assert!(!selector_matches(&by_label, &labels("team-a")));
-    }
-
-    #[test]
-    fn controller_args_resolve_env_references() {
-        let env = BTreeMap::from([
-            ("CLUSTERWIDE".to_string(), "false".to_string()),
-            ("WATCH_NAMESPACES".to_string(), "a,b".to_string()),
-        ]);
-        assert_eq!(
-            resolve("--clusterwide=$(CLUSTERWIDE)", &env),
-            "--clusterwide=false"
-        );
-        assert_eq!(
-            resolve("--watch-namespaces=$(WATCH_NAMESPACES)", &env),
-            "--watch-namespaces=a,b"
-        );
     }
 
     #[test]

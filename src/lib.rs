@@ -8,6 +8,8 @@ pub mod cli;
 pub mod core;
 pub mod doctor;
 pub mod metrics;
+pub mod migrate;
 pub mod render;
+pub mod seldon_controller;
 pub mod server;
 pub mod sync;

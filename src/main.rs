@@ -7,14 +7,14 @@ use clap::Parser;
 use serverconfig_webhook::admission::Admission;
 use serverconfig_webhook::cache::Caches;
 use serverconfig_webhook::cli::{
-    Cli, ClusterArgs, Command, DoctorArgs, DoctorOutput, LogFormat, OutputFormat, RenderArgs,
-    ServeArgs, SyncArgs, SyncCommandArgs,
+    Cli, ClusterArgs, Command, DoctorArgs, DoctorOutput, LogFormat, MigrateArgs, OutputFormat,
+    RenderArgs, ServeArgs, SyncArgs, SyncCommandArgs,
 };
 use serverconfig_webhook::core::mutate::Settings;
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{self, tls, Limits, Readiness};
 use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
-use serverconfig_webhook::{certs, doctor, render};
+use serverconfig_webhook::{certs, doctor, migrate, render};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => run_sync(args),
         Command::Doctor(args) => run_doctor(&args),
         Command::Render(args) => run_render(&args),
+        Command::Migrate(args) => run_migrate(&args),
         Command::Certs(args) => match certs::generate(&args.dns, args.days)
             .and_then(|g| certs::write_dir(&g, &args.out))
         {
@@ -325,5 +326,94 @@ fn run_doctor(args: &DoctorArgs) -> ExitCode {
             eprintln!("serverconfig-webhook doctor: cannot read the cluster: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn run_migrate(args: &MigrateArgs) -> ExitCode {
+    let fail = |e: migrate::MigrateError| {
+        eprintln!("serverconfig-webhook migrate: {e}");
+        ExitCode::from(e.exit_code())
+    };
+    // Input is checked before anything talks to the cluster.
+    enum Job {
+        Move(migrate::MoveConfig),
+        Rollback(migrate::RollbackConfig, migrate::rollback::RollbackFile),
+    }
+    let job = match &args.rollback {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    return fail(migrate::MigrateError::Usage(format!(
+                        "cannot read the rollback file {}: {e}",
+                        path.display()
+                    )))
+                }
+            };
+            match migrate::rollback::RollbackFile::parse(&text) {
+                Ok(file) => Job::Rollback(
+                    migrate::RollbackConfig {
+                        file: path.clone(),
+                        dry_run: args.dry_run,
+                        force: args.force,
+                        timeout: args.timeout,
+                    },
+                    file,
+                ),
+                Err(e) => {
+                    return fail(migrate::MigrateError::Usage(format!(
+                        "{}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        None => {
+            let from = args.from.clone().unwrap_or_default();
+            let to = args.to.clone().unwrap_or_default();
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let cfg = migrate::MoveConfig {
+                rollback_file: args
+                    .rollback_file
+                    .clone()
+                    .unwrap_or_else(|| migrate::default_rollback_file(&from, &to, unix)),
+                from,
+                to,
+                kinds: args.kinds.clone(),
+                selector: args.selector.clone(),
+                dry_run: args.dry_run,
+                delete_source: args.delete_source,
+                force: args.force,
+                timeout: args.timeout,
+                controller_namespace: args.controller_namespace.clone(),
+                controller_deployment: args.controller_deployment.clone(),
+            };
+            if let Err(e) =
+                migrate::validate(&cfg).and_then(|()| migrate::check_rollback_file(&cfg))
+            {
+                return fail(e);
+            }
+            Job::Move(cfg)
+        }
+    };
+    let runtime = match runtime("migrate") {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let client = kube_client()
+            .await
+            .map_err(|e| migrate::MigrateError::Failed(format!("{e:#}")))?;
+        match &job {
+            Job::Move(cfg) => migrate::cluster::run_move(client, cfg).await,
+            Job::Rollback(cfg, file) => migrate::cluster::run_rollback(client, cfg, file).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }

@@ -335,3 +335,57 @@ fn leaf_plus_chain_pem_loads_and_bad_pairs_are_refused() {
         "{err:#}"
     );
 }
+
+/// `migrate` with bad input: exit 2 and one sentence naming the problem,
+/// before anything talks to a cluster (KUBECONFIG points nowhere).
+#[test]
+fn migrate_rejects_bad_input_with_exit_2() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let garbage = tmp.path().join("garbage.yaml");
+    std::fs::write(&garbage, "apiVersion: v1\nkind: ConfigMap\n").expect("write");
+    let missing = tmp.path().join("missing.yaml");
+    let g = garbage.to_string_lossy().into_owned();
+    let m = missing.to_string_lossy().into_owned();
+    // (args, fragment of stderr)
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--from", "team-a", "--to", "team-a"],
+            "nothing would move",
+        ),
+        (
+            vec!["--from", "Team_A", "--to", "seldon-system"],
+            "not a namespace name",
+        ),
+        (vec!["--from", "team-a"], "--to"),
+        (
+            vec!["--from", "team-a", "--to", "b", "--kinds", "pods"],
+            "not a kind migrate moves",
+        ),
+        (
+            vec!["--from", "team-a", "--to", "b", "--timeout", "soon"],
+            "not a duration",
+        ),
+        (
+            vec!["--rollback", &g, "--from", "team-a"],
+            "cannot be used with",
+        ),
+        (vec!["--rollback", &m], "cannot read the rollback file"),
+        (vec!["--rollback", &g], "not a rollback file"),
+        (
+            vec!["--from", "team-a", "--to", "b", "--rollback-file", &g],
+            "exists already",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .args(&args)
+            .env("KUBECONFIG", tmp.path().join("no-kubeconfig"))
+            .output()
+            .expect("run migrate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
