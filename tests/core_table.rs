@@ -703,3 +703,69 @@ fn objects_being_deleted_pass_untouched() {
     );
     assert_eq!(run.decision.outcome(), "unchanged");
 }
+
+/// The controller's UPDATE of a StatefulSet the webhook created from a
+/// placeholder carries the placeholder's empty claim templates; the API
+/// server refuses any change to them, so the stored ones are kept (a
+/// warning only when they are not what the ServerConfig gives now).
+#[test]
+fn update_keeps_the_stored_claim_templates() {
+    let claims = |name: &str| json!([{"name": name, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+    let mut team = real_server_config("mlserver", APP, "mlserver-config", team_image);
+    team["spec"]["volumeClaimTemplates"] = claims("models");
+    let mut changed = team.clone();
+    changed["spec"]["volumeClaimTemplates"] = claims("other");
+    let ctl = ctl_placeholder("mlserver");
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let incoming = controller_statefulset(&srv, &ctl);
+    let s = settings(OnMissing::Auto);
+    let stored = admit(
+        Operation::Create,
+        &incoming,
+        Some(&srv),
+        Some(&team),
+        Some(&ctl),
+        &s,
+    )
+    .object;
+    let mut scaled = incoming.clone();
+    scaled["spec"]["replicas"] = json!(2);
+    // (name, ServerConfig now, expect a claim-template warning)
+    let cases: [(&str, &Value, bool); 2] = [
+        ("claims unchanged", &team, false),
+        ("claims changed in the ServerConfig", &changed, true),
+    ];
+    for (name, config, warned) in cases {
+        let run = admit_with_old(
+            Operation::Update,
+            &scaled,
+            Some(&stored),
+            Some(&srv),
+            Some(config),
+            Some(&ctl),
+            &s,
+        );
+        assert_eq!(
+            run.object["spec"]["volumeClaimTemplates"], stored["spec"]["volumeClaimTemplates"],
+            "case {name}: stored claim templates kept"
+        );
+        assert_eq!(
+            run.object["spec"]["replicas"],
+            json!(2),
+            "case {name}: the scale goes through"
+        );
+        let warnings = match &run.decision {
+            Decision::Patched { warnings, .. } | Decision::Unchanged { warnings, .. } => {
+                warnings.clone()
+            }
+            other => panic!("case {name}: {other:?}"),
+        };
+        assert_eq!(
+            warnings
+                .iter()
+                .any(|w| w.contains("spec.volumeClaimTemplates")),
+            warned,
+            "case {name}: {warnings:?}"
+        );
+    }
+}

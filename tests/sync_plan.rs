@@ -7,7 +7,7 @@ use serverconfig_webhook::core::model::{Server, ServerConfig};
 use serverconfig_webhook::core::mutate::{
     decide, Decision, Inputs, OnMissing, Operation, Settings, WorkloadKind,
 };
-use serverconfig_webhook::sync::plan::{workload_action, WorkloadAction};
+use serverconfig_webhook::sync::plan::{claim_templates_differ, workload_action, WorkloadAction};
 use support::*;
 
 const APP: &str = "team-a";
@@ -118,5 +118,68 @@ fn workload_actions() {
             &settings(),
         );
         assert!(ok(&action), "case {name}: {action:?}");
+    }
+}
+
+/// A StatefulSet admitted without the webhook from a placeholder (no claim
+/// templates) must be recreated by heal; one the webhook admitted must not.
+#[test]
+fn claim_templates_decide_recreate() {
+    let ph = placeholder(
+        "seldon-system",
+        "mlserver",
+        &["rclone", "agent", "mlserver"],
+    );
+    let auto = server(APP, "mlserver", "mlserver", json!({}));
+    let s = Server::from_value(&auto).expect("server");
+    let v1 = team("v1");
+    let mut no_claims = v1.clone();
+    no_claims.volume_claim_templates.clear();
+    let stored_v1 = admitted(&auto, &v1, &ph);
+    let never_admitted = controller_statefulset(&auto, &ph);
+    // (name, kind, stored workload, config now, expected)
+    let cases: Vec<(&str, WorkloadKind, &Value, &ServerConfig, bool)> = vec![
+        (
+            "admitted by the webhook",
+            WorkloadKind::StatefulSet,
+            &stored_v1,
+            &v1,
+            false,
+        ),
+        (
+            "bypassed, config has claims",
+            WorkloadKind::StatefulSet,
+            &never_admitted,
+            &v1,
+            true,
+        ),
+        (
+            "bypassed, config has none",
+            WorkloadKind::StatefulSet,
+            &never_admitted,
+            &no_claims,
+            false,
+        ),
+        (
+            "admitted, config dropped its claims",
+            WorkloadKind::StatefulSet,
+            &stored_v1,
+            &no_claims,
+            true,
+        ),
+        (
+            "a Deployment has no claim templates",
+            WorkloadKind::Deployment,
+            &never_admitted,
+            &v1,
+            false,
+        ),
+    ];
+    for (name, kind, stored, cfg, want) in cases {
+        assert_eq!(
+            claim_templates_differ(kind, stored, &s, cfg),
+            want,
+            "case {name}"
+        );
     }
 }

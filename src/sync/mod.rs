@@ -458,6 +458,21 @@ async fn workload_controller<K>(
         .await;
 }
 
+/// Deletes `workload` (only this incarnation: uid and resourceVersion
+/// preconditions) so its controller creates it again.
+async fn recreate<K: Workload>(api: &Api<K>, workload: &K) -> Result<(), SyncError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: workload.meta().uid.clone(),
+            resource_version: workload.meta().resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    let name = workload.meta().name.clone().unwrap_or_default();
+    api.delete(&name, &params).await?;
+    Ok(())
+}
+
 async fn reconcile_workload<K>(
     obj: Arc<K>,
     ctx: Arc<Ctx>,
@@ -549,12 +564,21 @@ where
         WorkloadAction::Rollout { hash } => (hash, "RolledOut", "rollout"),
         WorkloadAction::Heal { hash } => (hash, "Healed", "heal"),
     };
+    // A StatefulSet admitted without the webhook whose claim templates are
+    // not the ServerConfig's never gets a Pod once healed (they cannot
+    // change on UPDATE): it is recreated instead. The re-admit below then
+    // runs as a dry run, only to prove the webhook reachable, so a failed
+    // delete is retried from the same state. A rollout of changed claim
+    // templates is the team's call (the webhook warns on it).
+    let recreate_it = what == "heal"
+        && config.is_some_and(|c| plan::claim_templates_differ(kind, &workload, &server, c));
     // Any UPDATE re-admits the object; setting the hash annotation to the
     // desired value makes the request a real change and records intent.
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = json!({"metadata": {"annotations": {HASH_ANNOTATION: hash}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
+        dry_run: recreate_it,
         ..PatchParams::default()
     };
     let result = api.patch(&name, &params, &Patch::Merge(&patch)).await;
@@ -575,25 +599,39 @@ where
             _ => Err(SyncError::NotApplied),
         }
     });
+    let result = match result {
+        Ok(()) if recreate_it => recreate(&api, obj.as_ref()).await.map(|()| "recreate"),
+        Ok(()) => Ok(what),
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(()) => {
+        Ok(what) => {
+            let reason = if what == "recreate" {
+                "Recreated"
+            } else {
+                reason
+            };
             ctx.metrics.sync_action(what);
             ctx.failures
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&key);
             tracing::info!(workload = %key, action = what, hash = %hash, "re-admitted workload");
-            ctx.event_to_server(
-                &server,
-                EventType::Normal,
-                reason,
+            let note = if what == "recreate" {
+                format!(
+                    "deleted {} {key} for the controller to create again: it was admitted without the webhook and lacks the volume claim templates of ServerConfig {ns}/{}, which cannot change on update",
+                    K::kind(&()),
+                    server.server_config
+                )
+            } else {
                 format!(
                     "re-admitted {} {key} so it uses ServerConfig {ns}/{} (hash {hash})",
                     K::kind(&()),
                     server.server_config
-                ),
-            )
-            .await;
+                )
+            };
+            ctx.event_to_server(&server, EventType::Normal, reason, note)
+                .await;
             Ok(requeue)
         }
         Err(e) => {

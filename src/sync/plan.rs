@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use crate::core::desired::{desired, vct_identity};
 use crate::core::model::Server;
 use crate::core::model::{ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::mutate::{
@@ -244,6 +245,33 @@ pub fn workload_action(
         }
         _ => WorkloadAction::Nothing,
     }
+}
+
+/// Whether a stored StatefulSet lacks the volume claim templates that the
+/// ServerConfig of its namespace gives. Claim templates cannot change on
+/// UPDATE, so a StatefulSet admitted without the webhook (failurePolicy
+/// Ignore, or created before installation) whose template mounts such a
+/// claim never gets a Pod: healing it means recreating it.
+pub fn claim_templates_differ(
+    kind: WorkloadKind,
+    workload: &Value,
+    server: &Server,
+    config: &ServerConfig,
+) -> bool {
+    if kind != WorkloadKind::StatefulSet {
+        return false;
+    }
+    let stored: Vec<Value> = workload
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(vct_identity).collect())
+        .unwrap_or_default();
+    let wanted: Vec<Value> = desired(server, config)
+        .volume_claim_templates
+        .iter()
+        .map(vct_identity)
+        .collect();
+    stored != wanted
 }
 
 #[cfg(test)]

@@ -399,7 +399,7 @@ func checkNetworkPolicy(mode string, objs []Obj, scoped bool) {
 var allowedRules = map[string][]string{
 	"mlops.seldon.io/servers":       {"get", "list", "watch"},
 	"mlops.seldon.io/serverconfigs": {"get", "list", "watch", "create", "update", "patch", "delete"},
-	"apps/statefulsets":             {"get", "list", "watch", "patch"},
+	"apps/statefulsets":             {"get", "list", "watch", "patch", "delete"},
 	"apps/deployments":              {"get", "list", "watch", "patch"},
 	"events.k8s.io/events":          {"create", "patch"},
 	"/events":                       {"create", "patch"},

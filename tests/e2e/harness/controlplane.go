@@ -33,6 +33,10 @@ type ControlPlane struct {
 	GitVersion      string
 
 	etcd, apiserver, kcm *Proc
+	// how kube-apiserver was started, for StartAPIServer after a stop
+	apiBin, apiLogs string
+	apiArgs         []string
+	startupWait     time.Duration
 }
 
 func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
@@ -108,7 +112,8 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	apiPort := mustFreePort()
 	cp.APIURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	step("control plane: starting kube-apiserver on %s", cp.APIURL)
-	cp.apiserver, err = StartProc("kube-apiserver", logs, filepath.Join(cfg.PeerDir, "kube-apiserver"), []string{
+	cp.apiBin, cp.apiLogs, cp.startupWait = filepath.Join(cfg.PeerDir, "kube-apiserver"), logs, cfg.StartupWait
+	cp.apiArgs = append([]string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -127,7 +132,8 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		"--v=1",
-	}, nil)
+	}, extraAPIServerArgs...) // extraAPIServerArgs: only `e2e bench` sets them
+	cp.apiserver, err = StartProc("kube-apiserver", cp.apiLogs, cp.apiBin, cp.apiArgs, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -148,15 +154,7 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	if cp.Dyn, err = dynamic.NewForConfig(cp.Rest); err != nil {
 		return nil, err
 	}
-	if err := waitFor(cfg.StartupWait, cp.apiserver, "kube-apiserver /readyz", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b, err := cp.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil {
-			return fmt.Errorf("%v %s", err, b)
-		}
-		return nil
-	}); err != nil {
+	if err := cp.waitAPIServerReady(); err != nil {
 		return nil, err
 	}
 	v, err := cp.Kube.Discovery().ServerVersion()
@@ -204,6 +202,89 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	}
 	step("control plane: kube-controller-manager ready")
 	return cp, nil
+}
+
+// waitAPIServerReady waits until kube-apiserver's /readyz answers 200.
+func (cp *ControlPlane) waitAPIServerReady() error {
+	return waitFor(cp.startupWait, cp.apiserver, "kube-apiserver /readyz", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b, err := cp.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("%v %s", err, b)
+		}
+		return nil
+	})
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after 10 s);
+// etcd and kube-controller-manager keep running.
+func (cp *ControlPlane) StopAPIServer() {
+	step("control plane: stopping kube-apiserver")
+	cp.apiserver.Stop(10 * time.Second)
+}
+
+// StartAPIServer starts kube-apiserver again with the same flags (same
+// etcd, port and certificates) and waits until it is ready.
+func (cp *ControlPlane) StartAPIServer() error {
+	step("control plane: starting kube-apiserver again on %s", cp.APIURL)
+	p, err := StartProc("kube-apiserver", cp.apiLogs, cp.apiBin, cp.apiArgs, nil)
+	if err != nil {
+		return err
+	}
+	cp.apiserver = p
+	return cp.waitAPIServerReady()
+}
+
+// SecondAPIServer starts another kube-apiserver on the same etcd, with the
+// same flags and certificates on a new port (an HA control plane's second
+// member). It returns admin clients for it and a stop function (SIGKILL).
+func (cp *ControlPlane) SecondAPIServer() (*rest.Config, kubernetes.Interface, dynamic.Interface, func(), error) {
+	port := mustFreePort()
+	args := make([]string, 0, len(cp.apiArgs))
+	for _, a := range cp.apiArgs {
+		if strings.HasPrefix(a, "--secure-port=") {
+			a = fmt.Sprintf("--secure-port=%d", port)
+		}
+		args = append(args, a)
+	}
+	step("control plane: starting a second kube-apiserver on port %d (same etcd)", port)
+	p, err := StartProc("kube-apiserver-2", cp.apiLogs, cp.apiBin, args, nil)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	stop := func() { p.Kill() } // nothing to drain: the other member keeps serving
+	rc := rest.CopyConfig(cp.Rest)
+	rc.Host = fmt.Sprintf("https://127.0.0.1:%d", port)
+	k, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		stop()
+		return nil, nil, nil, nil, err
+	}
+	d, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		stop()
+		return nil, nil, nil, nil, err
+	}
+	if err := waitFor(cp.startupWait, p, "second kube-apiserver /readyz", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b, err := k.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("%v %s", err, b)
+		}
+		return nil
+	}); err != nil {
+		stop()
+		return nil, nil, nil, nil, err
+	}
+	return rc, k, d, stop, nil
+}
+
+// KillAPIServer ends kube-apiserver with SIGKILL (a crash).
+func (cp *ControlPlane) KillAPIServer() {
+	step("control plane: killing kube-apiserver (SIGKILL)")
+	cp.apiserver.Kill()
 }
 
 // waitFor polls check until it succeeds, the timeout passes or p exits.

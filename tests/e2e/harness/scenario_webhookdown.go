@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // scenarioWebhookDown: with the shipped failurePolicy (Fail) and the
@@ -74,4 +78,210 @@ func scenarioWebhookDown(ctx context.Context, s *Suite) error {
 	}
 	s.r.Check("webhook-down/recovered-pods", ok, "%d pods %v", len(pods), err)
 	return nil
+}
+
+// scenarioWebhookDownPolicies: the webhook unreachable under each
+// failurePolicy, with the stand-in controller running and the sync loop's
+// placeholder (no images) as the controller namespace's ServerConfig (the
+// shipped --on-missing=auto). A Server that already has its StatefulSet is
+// left alone throughout. Two outages, one per policy:
+//
+//   - Fail (as shipped): the controller's create is refused, nothing is
+//     stored, the controller retries with backoff and reports why (an Event
+//     on the Server, where the stock controller sets StatefulSetReady=False);
+//     once the webhook is back the retry stores the team's images and the
+//     Pods are created with them.
+//   - Ignore: the create is admitted unmutated, with the placeholder's empty
+//     images, so kube-controller-manager cannot create a Pod (FailedCreate
+//     "image: Required value"): nothing runs a wrong or empty image. Once
+//     the webhook is back, the sync loop's start-up heal finds it lacks the
+//     team ServerConfig's claim templates (immutable, so a re-admitted
+//     template could never get a Pod) and deletes it (Recreated Event); the
+//     controller creates it again through the webhook and the Pods are
+//     created.
+func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
+	const sc = "webhook-down-policies"
+	if err := s.needWebhook(ctx); err != nil {
+		return err
+	}
+	const ns, scName = "fault-down", "fd-config"
+	if err := s.cp.EnsureNamespace(ctx, ns); err != nil {
+		return err
+	}
+	team := s.teamImages(ns, "mlserver", scName)
+	if err := s.apply(ctx, s.teamConfig(ns, scName)); err != nil {
+		return err
+	}
+	ph, _, err := s.waitSC(ctx, controllerNS, scName, true, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("no placeholder %s/%s from the sync loop: %w", controllerNS, scName, err)
+	}
+	okPH, detail := placeholderFacts(ph, ns)
+	if !s.r.Check(checkName(sc, "placeholder"), okPH, "%s", detail) {
+		return nil
+	}
+	c, err := s.StartStandInController(ctx, ns)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	// a Server whose StatefulSet exists before the outages
+	const existing, onFail, onIgnore = "fd-existing", "fd-fail", "fd-ignore"
+	if err := s.apply(ctx, NewServer(ns, existing, scName, 1, nil)); err != nil {
+		return err
+	}
+	if _, imgs, err := s.waitImages(ctx, ns, existing, team, 30*time.Second); err != nil {
+		return fmt.Errorf("%s before the outage: %s %w", existing, imgs, err)
+	}
+	before, err := s.cp.GetSTS(ctx, ns, existing)
+	if err != nil {
+		return err
+	}
+	restored := false
+	defer func() {
+		if !restored {
+			_ = s.needWebhook(context.Background())
+		}
+	}()
+	// nothing in ns runs a wrong or empty image; the existing StatefulSet
+	// is as it was
+	noWrong := func(phase string) {
+		pods, err := s.cp.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		var wrong []string
+		if err == nil {
+			for _, p := range pods.Items {
+				if !sameImages(templateImages(p.Spec), team) {
+					wrong = append(wrong, p.Name+": "+fmtImages(templateImages(p.Spec)))
+				}
+			}
+		}
+		n := 0
+		if pods != nil {
+			n = len(pods.Items)
+		}
+		during, gerr := s.cp.GetSTS(ctx, ns, existing)
+		s.r.Check(checkName(sc, phase, "no-wrong-image-existing-untouched"), err == nil && len(wrong) == 0 && gerr == nil &&
+			during.Generation == before.Generation && sameImages(templateImages(during.Spec.Template.Spec), team),
+			"%d Pods in %s, wrong: %v; %s generation %d -> %d %v %v", n, ns, wrong, existing, before.Generation,
+			func() int64 {
+				if during == nil {
+					return -1
+				}
+				return during.Generation
+			}(), err, gerr)
+	}
+	converged := func(phase string, servers ...string) {
+		for _, server := range servers {
+			took, imgs, err := s.waitImages(ctx, ns, server, team, 60*time.Second)
+			pods, perr := s.cp.WaitPods(ctx, ns, server, 1, 30*time.Second)
+			ok := err == nil && perr == nil
+			for _, p := range pods {
+				ok = ok && sameImages(templateImages(p.Spec), team)
+			}
+			fc := ""
+			if sts, gerr := s.cp.GetSTS(ctx, ns, server); gerr == nil && perr != nil {
+				if msgs, _ := s.cp.FailedCreateEvents(ctx, ns, sts.UID); len(msgs) > 0 {
+					fc = "; last FailedCreate: " + msgs[len(msgs)-1]
+				}
+			}
+			s.r.Check(checkName(sc, phase, "converged", server), ok, "team images %s after the webhook came back (%s), %d Pods with them %v %v%s",
+				secs(took), imgs, len(pods), err, perr, fc)
+		}
+	}
+
+	// outage 1: failurePolicy Fail (the shipped registration)
+	s.wh.Stop()
+	if err := s.apply(ctx, NewServer(ns, onFail, scName, 1, nil)); err != nil {
+		return err
+	}
+	msg, err := s.waitServerEvent(ctx, ns, onFail, "StandInStatefulSetNotReady", 30*time.Second)
+	s.r.Check(checkName(sc, "fail", "refused-and-reported"), err == nil && strings.Contains(msg, "webhook"),
+		"Event on the Server: %q %v", msg, err)
+	_, gerr := s.cp.GetSTS(ctx, ns, onFail)
+	s.r.Check(checkName(sc, "fail", "nothing-stored"), apierrors.IsNotFound(gerr), "get %s/%s: %v", ns, onFail, gerr)
+	noWrong("fail")
+	if err := s.wh.Start(); err != nil {
+		return err
+	}
+	converged("fail", onFail, existing)
+
+	// outage 2: failurePolicy Ignore (the shipped registration with only that changed)
+	ign := s.mwc.DeepCopy()
+	hooks, _, _ := unstructured.NestedSlice(ign.Object, "webhooks")
+	for i, h := range hooks {
+		hm := h.(map[string]any)
+		hm["failurePolicy"] = "Ignore"
+		hooks[i] = hm
+	}
+	_ = unstructured.SetNestedSlice(ign.Object, hooks, "webhooks")
+	if err := s.cp.Register(ctx, ign); err != nil {
+		return err
+	}
+	s.wh.Stop()
+	if err := s.apply(ctx, NewServer(ns, onIgnore, scName, 1, nil)); err != nil {
+		return err
+	}
+	var stsIgn *appsv1.StatefulSet
+	err = poll(30*time.Second, func() error {
+		var err error
+		stsIgn, err = s.cp.GetSTS(ctx, ns, onIgnore)
+		return err
+	})
+	if !s.r.Check(checkName(sc, "ignore", "admitted-unmutated"), err == nil && stsIgn.Annotations[syncSourceAnn] == "",
+		"stored without the webhook (no %s annotation): %v", syncSourceAnn, func() string {
+			if stsIgn == nil {
+				return fmt.Sprint(err)
+			}
+			return fmtImages(templateImages(stsIgn.Spec.Template.Spec))
+		}()) {
+		return nil
+	}
+	fc, err := s.cp.WaitFailedCreate(ctx, ns, stsIgn.UID, 60*time.Second, "image", "Required value")
+	s.r.Check(checkName(sc, "ignore", "no-pod-with-empty-image"), err == nil, "kube-controller-manager: %q %v", fc, err)
+	noWrong("ignore")
+	t0 := time.Now()
+	if err := s.needWebhook(ctx); err != nil { // the shipped registration back, then the webhook
+		return err
+	}
+	restored = true
+	converged("ignore", onIgnore, onFail, existing)
+	step("%s: converged %s after the webhook came back", sc, secs(time.Since(t0)))
+	hmsg, err := s.waitServerEvent(ctx, ns, onIgnore, "Recreated", 30*time.Second)
+	s.r.Check(checkName(sc, "ignore", "recreated-event"), err == nil, "%q %v", hmsg, err)
+	// nothing lost afterwards: the controller's next full Update (a scale
+	// of the Server) goes through
+	if err := s.apply(ctx, NewServer(ns, existing, scName, 2, nil)); err != nil {
+		return err
+	}
+	var replicas int32
+	err = poll(30*time.Second, func() error {
+		sts, err := s.cp.GetSTS(ctx, ns, existing)
+		if err != nil {
+			return err
+		}
+		if replicas = ptrDeref(sts.Spec.Replicas); replicas != 2 {
+			return fmt.Errorf("replicas %d", replicas)
+		}
+		return nil
+	})
+	why := ""
+	if err != nil {
+		if evs, _ := s.ServerEvents(ctx, ns, existing, "StandInStatefulSetNotReady"); len(evs) > 0 {
+			why = "; controller: " + evs[len(evs)-1].Message
+		}
+	}
+	s.r.Check(checkName(sc, "scale-after-recovery"), err == nil, "%s/%s scaled to 2: replicas %d %v%s", ns, existing, replicas, err, why)
+	for _, server := range []string{onFail, onIgnore, existing} {
+		if err := s.deleteServer(ctx, ns, server); err != nil {
+			return err
+		}
+	}
+	return s.deleteSC(ctx, ns, scName)
+}
+
+func ptrDeref(p *int32) int32 {
+	if p == nil {
+		return 1
+	}
+	return *p
 }

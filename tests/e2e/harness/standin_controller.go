@@ -288,6 +288,7 @@ func (c *StandInController) reconcile(ctx context.Context, key string) error {
 		c.Creates.Add(1)
 		step("stand-in controller: create StatefulSet %s", key)
 		_, err = api.Create(ctx, desired, metav1.CreateOptions{FieldManager: "manager"})
+		c.writeRefused(ctx, server, key, err)
 		return err
 	}
 	if err != nil {
@@ -311,7 +312,27 @@ func (c *StandInController) reconcile(ctx context.Context, key string) error {
 	c.Updates.Add(1)
 	step("stand-in controller: full Update of StatefulSet %s (objectmatcher patch %s)", key, oneLine(string(res.Patch)))
 	_, err = api.Update(ctx, desired, metav1.UpdateOptions{FieldManager: "manager"})
+	c.writeRefused(ctx, server, key, err)
 	return err
+}
+
+// standinRefused: the last refusal reported per controller and Server.
+var standinRefused sync.Map
+
+// writeRefused reports a refused StatefulSet write (e.g. a webhook the API
+// server cannot call) as the stock controller does: its reconcile error
+// becomes the StatefulSetReady=False condition's message; here a Warning
+// Event StandInStatefulSetNotReady on the Server, once per message.
+// (Added for the fault scenarios, issue 7.)
+func (c *StandInController) writeRefused(ctx context.Context, server *Server, key string, err error) {
+	if err == nil || ctx.Err() != nil || apierrors.IsConflict(err) {
+		return
+	}
+	msg := "StatefulSet write refused: " + err.Error()
+	if prev, seen := standinRefused.Swap(fmt.Sprintf("%p/%s", c, key), msg); !seen || prev != msg {
+		c.event(ctx, server, corev1.EventTypeWarning, "StandInStatefulSetNotReady",
+			"stand-in for the stock controller (condition StatefulSetReady=False): "+msg)
+	}
 }
 
 func (c *StandInController) event(ctx context.Context, server *Server, typ, reason, msg string) {

@@ -192,10 +192,22 @@ func AllScenarios() []Scenario {
 		{"sync-heal", scenarioSyncHeal},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
+		// faults on the real control plane (scenario_fault_*.go, issue 7)
+		{"fault-cert-rotation", scenarioFaultCertRotation},
+		{"fault-sigterm", scenarioFaultSIGTERM},
+		{"fault-apiserver-restart", scenarioFaultAPIServer},
+		{"webhook-down-policies", scenarioWebhookDownPolicies},
+		{"tenant-isolation-rbac", scenarioTenantRBAC},
+		// `migrate` (scenario_migrate.go): the seed's Migration Paths A
+		// and B with the built binary, their rollbacks, and the refusals
+		{"migrate-a-to-controller-namespace", scenarioMigrateA},
+		{"migrate-a-rollback", scenarioMigrateARollback},
+		{"migrate-b-to-team-namespace", scenarioMigrateB},
+		{"migrate-b-rollback", scenarioMigrateBRollback},
 	},
 		// last: the shipped deploy artefacts on the real control plane
 		// (scenario_deploy_*.go; they restore the harness's registration)
-		deployScenarios...)
+		append(faultBenchScenarios(), deployScenarios...)...)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

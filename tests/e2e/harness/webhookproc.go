@@ -33,7 +33,9 @@ type Webhook struct {
 	// of a second replica; empty: serverconfig-webhook / serverconfig-webhook-e2e
 	ProcName, PodName string
 	ExtraArgs         []string // appended after the shipped flags
-	proc              *Proc
+	// ShutdownDelay is --shutdown-delay; empty: 0s (stop at once)
+	ShutdownDelay string
+	proc          *Proc
 }
 
 func NewWebhook(cfg Config, cp *ControlPlane) (*Webhook, error) {
@@ -80,8 +82,9 @@ func (w *Webhook) Start() error {
 		"--tls-key-file=" + w.Cert.Key,
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", w.MetricsPort),
 		"--log-format=json",
-		// stop at once; the webhook-down scenario wants it gone
-		"--shutdown-delay=0s",
+		// stop at once (the webhook-down scenario wants it gone) unless
+		// ShutdownDelay says otherwise (the SIGTERM scenario)
+		"--shutdown-delay=" + w.shutdownDelay(),
 	}
 	if len(w.ShippedArgs) > 0 {
 		args = append(args, w.ShippedArgs...)
@@ -178,4 +181,31 @@ func LoadShippedArgs(repo string) ([]string, string, error) {
 		return out, o.GetNamespace(), nil
 	}
 	return nil, "", fmt.Errorf("%s: no Deployment", path)
+}
+
+func (w *Webhook) shutdownDelay() string {
+	if w.ShutdownDelay == "" {
+		return "0s"
+	}
+	return w.ShutdownDelay
+}
+
+// Replica is another webhook process like w (same binary, certificate,
+// identity and flags) on new ports, with its own log file and POD_NAME;
+// not started.
+func (w *Webhook) Replica(procName, podName string) *Webhook {
+	return &Webhook{
+		Bin: w.Bin, Port: mustFreePort(), MetricsPort: mustFreePort(), Cert: w.Cert, CA: w.CA,
+		Kubeconfig: w.Kubeconfig, Identity: w.Identity, ShippedArgs: w.ShippedArgs,
+		PodNamespace: w.PodNamespace, LogDir: w.LogDir, Namespace: w.Namespace,
+		ProcName: procName, PodName: podName,
+	}
+}
+
+// Pid is the process id of the running webhook (0 when not running).
+func (w *Webhook) Pid() int {
+	if w.proc == nil || w.proc.cmd.Process == nil {
+		return 0
+	}
+	return w.proc.cmd.Process.Pid
 }

@@ -91,6 +91,12 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "scw.serviceAccountNam
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["get", "list", "watch", "patch"]
+# Sync loop (heal): a StatefulSet admitted without the webhook that lacks its
+# ServerConfig's claim templates (immutable) is deleted, with uid and
+# resourceVersion preconditions, for the controller to create it again.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["delete"]
 # Sync loop: Events on Servers (events.k8s.io/v1 through kube's Recorder;
 # core v1 for older clients and kubectl describe).
 - apiGroups: ["events.k8s.io"]
