@@ -112,7 +112,78 @@ pub fn demo(args: &[String]) -> Result<()> {
     drive("demo", args)
 }
 
+/// Benchmark 3/4 of issue 6 (the harness's `bench`): concurrent StatefulSet
+/// creates through the real API server with the webhook, without it and,
+/// on 1.36+, with the MutatingAdmissionPolicy fixture; JSON lines on stdout.
+/// Takes the flags of `e2e` plus the bench's own ([`BENCH_FLAGS`]); builds
+/// the webhook in release mode unless `--debug` or `--webhook` is given.
+pub fn bench(args: &[String]) -> Result<()> {
+    let mut common = Vec::new();
+    let mut own = Vec::new();
+    let mut release = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let flag = a.split_once('=').map_or(a.as_str(), |(f, _)| f);
+        if a == "--debug" {
+            release = false;
+        } else if a == "--sync" {
+            own.push("-sync=true".into());
+        } else if BENCH_FLAGS.contains(&flag) {
+            // the harness's flag package takes -name=value
+            let value = match a.split_once('=') {
+                Some((_, v)) => v.to_string(),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{flag} needs a value\n{BENCH_USAGE}"))?,
+            };
+            own.push(format!("-{}={value}", flag.trim_start_matches('-')));
+        } else if a == "-h" || a == "--help" {
+            println!("{BENCH_USAGE}");
+            return Ok(());
+        } else {
+            common.push(a.clone());
+        }
+    }
+    if release && !common.iter().any(|a| a == "--release") {
+        common.push("--release".into());
+    }
+    drive_with("bench", &common, &own)
+}
+
+/// The flags `cargo xtask bench-e2e` passes through to the harness's `bench`.
+pub const BENCH_FLAGS: [&str; 7] = [
+    "--clients",
+    "--creates",
+    "--rounds",
+    "--warmup",
+    "--namespaces",
+    "--modes",
+    "--out",
+];
+
+const BENCH_USAGE: &str = "\
+usage: cargo xtask bench-e2e [e2e flags] [bench flags]
+bench flags:
+  --clients N      concurrent clients (default 50)
+  --creates N      StatefulSet creates per mode in each round (default 500)
+  --rounds N       rounds, each runs every mode once in rotated order (default 6)
+  --warmup N       untimed creates per mode before the first round (default 100)
+  --namespaces N   team namespaces with a ServerConfig and a Server (default 10)
+  --modes LIST     subset of none,webhook,webhook-unchanged,map,map-jsonpatch
+                   (default: all the server supports; map* need --k8s 1.36)
+  --out FILE       also write the JSON lines (one per mode) to FILE
+  --sync           keep --sync in the webhook's shipped flags (default: off; its sync loop
+                   would heal every StatefulSet the no-webhook rounds create)
+  --debug          use the debug build of the webhook (default: --release)
+e2e flags: --k8s, --webhook, --webhook-flags, --keep, --work-dir, --crds, -v, --build-only";
+
 fn drive(mode: &str, args: &[String]) -> Result<()> {
+    drive_with(mode, args, &[])
+}
+
+/// `drive` with extra arguments passed to the harness as given.
+fn drive_with(mode: &str, args: &[String], extra: &[String]) -> Result<()> {
     let o = parse(args)?;
     let repo = repo_root()?;
     let t0 = Instant::now();
@@ -156,6 +227,7 @@ fn drive(mode: &str, args: &[String]) -> Result<()> {
     if o.verbose {
         cmd.arg("-v");
     }
+    cmd.args(extra);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("start {}", harness.display()))?;
@@ -632,4 +704,29 @@ impl DeployPeers {
             format!("--kustomize={}", self.kustomize.display()),
         ]
     }
+}
+
+/// For `cargo xtask bench`: builds the peers, the webhook (release or
+/// debug) and the harness, and returns the harness command for `mode` with
+/// the control-plane flags set; the caller adds the mode's own flags.
+pub fn harness_command(mode: &str, k8s: &str, release: bool) -> Result<Command> {
+    let repo = repo_root()?;
+    check_go()?;
+    let peers = Peers::resolve(&repo, k8s)?;
+    peers.build()?;
+    let o = Opts {
+        k8s: k8s.to_string(),
+        release,
+        ..Default::default()
+    };
+    let webhook = build_webhook(&repo, &o)?;
+    let harness = build_harness(&repo)?;
+    let mut cmd = Command::new(&harness);
+    cmd.arg(mode)
+        .arg(format!("--peer-dir={}", peers.k8s_dir.display()))
+        .arg(format!("--etcd={}", peers.etcd_bin().display()))
+        .arg(format!("--webhook={}", webhook.display()))
+        .arg(format!("--repo={}", repo.display()))
+        .current_dir(&repo);
+    Ok(cmd)
 }

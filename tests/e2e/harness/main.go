@@ -8,6 +8,9 @@
 //	                   "e2e: N passed, M failed"; exit 1 on any failure
 //	e2e demo [flags]   bring the control plane up, show the before/after
 //	                   table and keep running until Ctrl-C
+//	e2e bench [flags]  issue 6 benchmarks 3/4: concurrent StatefulSet creates
+//	                   with the webhook, without it, and (1.36+) with a
+//	                   MutatingAdmissionPolicy; JSON lines (bench_e2e.go)
 package main
 
 import (
@@ -63,6 +66,7 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
+	bench := benchFlags(fs) // bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
 	verbose = cfg.Verbose
 
@@ -78,6 +82,11 @@ func main() {
 		code = runSuite(cfg)
 	case "demo":
 		code = runDemo(cfg)
+	case "bench":
+		code = runBench(cfg, bench)
+	case "bench-fixture":
+		// its own flags follow "--" (bench_fixture.go)
+		code = runBenchFixture(cfg, fs.Args())
 	default:
 		usage()
 		code = 2
@@ -86,7 +95,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: e2e run|demo [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
+	fmt.Fprintln(os.Stderr, "usage: e2e run|demo|bench [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
 }
 
 func firstExisting(paths ...string) string {
