@@ -41,6 +41,22 @@ fn the_server() -> Value {
     server(APP, "mlserver", "mlserver-config", json!({}))
 }
 
+/// What the caches hold: the team's Server and ServerConfig, a Server with
+/// an empty `serverConfig`, and one whose ServerConfig's pod spec is not a
+/// valid pod spec.
+fn cached_objects() -> Vec<Value> {
+    let mut broken = team_config();
+    broken["metadata"]["name"] = json!("broken-config");
+    broken["spec"]["podSpec"]["containers"] = json!("not a list");
+    vec![
+        the_server(),
+        team_config(),
+        server(APP, "empty", "", json!({})),
+        server(APP, "broken", "broken-config", json!({})),
+        broken,
+    ]
+}
+
 async fn start(limits: Limits) -> Running {
     start_with(limits, None).await
 }
@@ -50,10 +66,10 @@ async fn start_with(limits: Limits, client_ca: Option<std::path::PathBuf>) -> Ru
     let generated = pair();
     let secret = SecretDir::new(tmp.path(), &generated.cert, &generated.key);
     let metrics = Arc::new(Metrics::new());
-    let objects = vec![
-        serde_json::from_value(the_server()).expect("server object"),
-        serde_json::from_value(team_config()).expect("config object"),
-    ];
+    let objects = cached_objects()
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("cached object"))
+        .collect();
     let caches = Caches::from_objects(objects, metrics.clone());
     let files = tls::CertFiles {
         cert: secret.cert(),
@@ -203,7 +219,7 @@ async fn good_review_gets_a_patch_over_http1_and_http2() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("serverconfig_webhook_cache_objects{kind=\"ServerConfig\"} 1"),
+        metrics.contains("serverconfig_webhook_cache_objects{kind=\"ServerConfig\"} 2"),
         "{metrics}"
     );
 }
@@ -248,6 +264,18 @@ async fn bad_requests_get_specific_answers() {
             "application/json",
             400,
             "has no request",
+        ),
+        (
+            "bytes that are not UTF-8 in a field the review ignores",
+            [
+                &b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"x\":\""[..],
+                &[0xfe, 0xff],
+                &b"\"}"[..],
+            ]
+            .concat(),
+            "application/json",
+            400,
+            "not UTF-8",
         ),
         (
             "wrong content type",
@@ -500,5 +528,472 @@ async fn client_ca_requires_a_certificate_from_that_ca() {
     assert!(
         send(with_identity(Some(&stranger_identity))).await.is_err(),
         "certificate from another CA: refused"
+    );
+}
+
+/// A good review still gets its patch: the server survived what came before.
+async fn assert_healthy(srv: &Running) {
+    let c = client(&[&srv.ca], false);
+    let resp = post(
+        &c,
+        srv.addr,
+        serde_json::to_vec(&review("CREATE", &incoming())).expect("json"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "server still healthy");
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert!(v["response"]["patch"].is_string(), "{v}");
+}
+
+/// `incoming()` re-owned by Server `owner` (the controller names the
+/// StatefulSet after its Server).
+fn owned_by(owner: &str) -> Value {
+    let mut obj = incoming();
+    obj["metadata"]["name"] = json!(owner);
+    obj["metadata"]["ownerReferences"][0]["name"] = json!(owner);
+    obj
+}
+
+#[tokio::test]
+async fn reviews_the_rules_cannot_serve_get_specific_answers() {
+    let srv = start(Limits::default()).await;
+    let c = client(&[&srv.ca], false);
+    let mut no_object = review("CREATE", &incoming());
+    no_object["request"]
+        .as_object_mut()
+        .expect("request")
+        .remove("object");
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "mlserver", "namespace": APP,
+            "ownerReferences": incoming()["metadata"]["ownerReferences"]},
+        "data": {"k": "v"}});
+    let mut other_kind = review("CREATE", &config_map);
+    other_kind["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    other_kind["request"]["resource"] =
+        json!({"group": "", "version": "v1", "resource": "configmaps"});
+    let mut numeric_template = incoming();
+    numeric_template["spec"]["template"] = json!(1);
+    // (name, review, allowed, text in the message or warnings)
+    let cases: Vec<(&str, Value, bool, &str)> = vec![
+        ("request without object", no_object, true, ""),
+        ("object of another kind", other_kind, true, ""),
+        (
+            "owner is a Server that does not exist",
+            review("CREATE", &owned_by("ghost")),
+            false,
+            "Server financial-mlops-pytorch/ghost named by the controller owner reference does not exist",
+        ),
+        (
+            "Server with an empty serverConfig",
+            review("CREATE", &owned_by("empty")),
+            false,
+            "Server financial-mlops-pytorch/empty has an empty spec.serverConfig",
+        ),
+        (
+            "a spec.template that is not an object",
+            review("CREATE", &numeric_template),
+            false,
+            "the object's spec.template is not a JSON object",
+        ),
+        (
+            "ServerConfig whose pod spec is not a pod spec",
+            review("CREATE", &owned_by("broken")),
+            false,
+            "cannot apply ServerConfig financial-mlops-pytorch/broken-config: ServerConfig financial-mlops-pytorch/broken-config: spec.podSpec is not a valid pod spec",
+        ),
+    ];
+    for (name, body, allowed, text) in cases {
+        let resp = post(
+            &c,
+            srv.addr,
+            serde_json::to_vec(&body).expect("json"),
+            "application/json",
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "case {name}");
+        let v: Value = resp.json().await.expect("json");
+        let r = &v["response"];
+        assert_eq!(
+            r["uid"], "e911857d-c318-11e8-bbad-025000000001",
+            "case {name}"
+        );
+        assert_eq!(r["allowed"], allowed, "case {name}: {v}");
+        assert!(r.get("patch").is_none(), "case {name}: no patch: {v}");
+        if allowed {
+            assert!(r.get("warnings").is_none(), "case {name}: untouched: {v}");
+        } else {
+            let message = r["status"]["message"].as_str().unwrap_or("");
+            assert!(message.contains(text), "case {name}: {message}");
+        }
+        assert_healthy(&srv).await;
+    }
+}
+
+/// A TLS stream offering only HTTP/1.1, trusting the test CA.
+async fn http1_stream(srv: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = support::tls::client_config(
+        &srv.ca,
+        &[b"http/1.1"],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        None,
+    );
+    support::tls::connect(srv.addr, config).await.expect("TLS")
+}
+
+fn request_head(len: usize) -> String {
+    format!(
+        "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn headers_sent_byte_by_byte_are_cut_off_at_the_header_timeout() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    let tls = http1_stream(&srv).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // Slowloris: the headers never end, one byte every 50 ms.
+    let writer = tokio::spawn(async move {
+        let mut written = 0usize;
+        for b in b"POST /mutate HTTP/1.1\r\nhost: localhost\r\nx-slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'))
+        {
+            if wr.write_all(&[*b]).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+            written += 1;
+            if written > 1200 {
+                break; // a minute of trickle: the server never cut it off
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        written
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept a header-trickling connection open for 30 s"
+    );
+    assert!(
+        answer.is_empty(),
+        "no response, the connection is closed: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    writer.abort();
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn a_body_sent_byte_by_byte_within_the_request_timeout_is_answered() {
+    let srv = start(Limits::default()).await;
+    let body = serde_json::to_vec(&review("CREATE", &incoming())).expect("json");
+    let mut tls = http1_stream(&srv).await;
+    tls.write_all(request_head(body.len()).as_bytes())
+        .await
+        .expect("head");
+    tls.flush().await.expect("flush");
+    // One TLS record per byte: the server sees the body in ~8,000 pieces.
+    for (i, b) in body.iter().enumerate() {
+        tls.write_all(&[*b]).await.expect("byte");
+        tls.flush().await.expect("flush");
+        if i % 1024 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the JSON body is complete (keep-alive: no EOF).
+    let text = loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((_, json_body)) = text.split_once("\r\n\r\n") {
+            if serde_json::from_str::<Value>(json_body).is_ok() {
+                break text;
+            }
+        }
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let (_, json_body) = text.split_once("\r\n\r\n").expect("body");
+    let v: Value = serde_json::from_str(json_body).expect("json");
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert!(v["response"]["patch"].is_string(), "{v}");
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_at_the_request_timeout() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    let body = serde_json::to_vec(&review("CREATE", &incoming())).expect("json");
+    let mut tls = http1_stream(&srv).await;
+    tls.write_all(request_head(body.len()).as_bytes())
+        .await
+        .expect("head");
+    tls.write_all(&body[..body.len() / 2]).await.expect("half");
+    tls.flush().await.expect("flush");
+    // The rest never comes.
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn tls_1_0_and_1_1_client_hellos_get_a_protocol_version_alert() {
+    use support::tls::{raw_client_hello, send_raw_hello, HelloAnswer};
+    let srv = start(Limits::default()).await;
+    // ECDHE-ECDSA suites with AES-GCM (TLS 1.2) and AES-CBC (TLS 1.0/1.1).
+    let suites = [0xc02b, 0xc02c, 0xc009, 0xc00a, 0xc013, 0x002f];
+    // The hand-made hello is good: as TLS 1.2 it gets a ServerHello.
+    assert_eq!(
+        send_raw_hello(srv.addr, &raw_client_hello(0x0303, &suites)).await,
+        HelloAnswer::ServerHello
+    );
+    for (name, version) in [("TLS 1.0", 0x0301), ("TLS 1.1", 0x0302)] {
+        let answer = send_raw_hello(srv.addr, &raw_client_hello(version, &suites)).await;
+        assert_eq!(
+            answer,
+            HelloAnswer::Alert(70),
+            "{name}: protocol_version alert"
+        );
+    }
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn tls_1_2_without_an_ecdhe_aead_suite_is_refused() {
+    use support::tls::{raw_client_hello, send_raw_hello, HelloAnswer};
+    let srv = start(Limits::default()).await;
+    // The control: one ECDHE-ECDSA-AES128-GCM suite is accepted.
+    assert_eq!(
+        send_raw_hello(srv.addr, &raw_client_hello(0x0303, &[0xc02b])).await,
+        HelloAnswer::ServerHello
+    );
+    let weak: [(&str, &[u16]); 4] = [
+        (
+            "CBC with ECDHE",
+            &[0xc009, 0xc00a, 0xc023, 0xc024, 0xc013, 0xc014],
+        ),
+        ("CBC with RSA key exchange", &[0x002f, 0x0035, 0x003c]),
+        ("AES-GCM without forward secrecy", &[0x009c, 0x009d]),
+        ("3DES and RC4", &[0x000a, 0xc012, 0x0005, 0xc011]),
+    ];
+    for (name, suites) in weak {
+        let answer = send_raw_hello(srv.addr, &raw_client_hello(0x0303, suites)).await;
+        assert_eq!(answer, HelloAnswer::Alert(40), "{name}: handshake_failure");
+    }
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn every_suite_the_server_accepts_is_ecdhe_with_aead() {
+    let srv = start(Limits::default()).await;
+    let all = rustls::crypto::ring::default_provider().cipher_suites;
+    let mut accepted = Vec::new();
+    for suite in &all {
+        let version = match suite {
+            rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+            rustls::SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+        };
+        let config =
+            support::tls::client_config(&srv.ca, &[b"http/1.1"], &[version], Some(vec![*suite]));
+        if let Ok(tls) = support::tls::connect(srv.addr, config).await {
+            let (_, conn) = tls.get_ref();
+            let got = conn.negotiated_cipher_suite().expect("suite").suite();
+            let v = conn.protocol_version().expect("version");
+            accepted.push(format!("{v:?} {got:?}"));
+        }
+    }
+    let allowed = [
+        "TLSv1_3 TLS13_AES_256_GCM_SHA384",
+        "TLSv1_3 TLS13_AES_128_GCM_SHA256",
+        "TLSv1_3 TLS13_CHACHA20_POLY1305_SHA256",
+        "TLSv1_2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "TLSv1_2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLSv1_2 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ];
+    assert!(
+        accepted.iter().all(|a| allowed.contains(&a.as_str())),
+        "{accepted:?}"
+    );
+    assert!(
+        accepted.iter().any(|a| a.starts_with("TLSv1_3")),
+        "{accepted:?}"
+    );
+    assert!(
+        accepted.iter().any(|a| a.starts_with("TLSv1_2")),
+        "{accepted:?}"
+    );
+    // A client with default settings gets TLS 1.3.
+    let config = support::tls::client_config(
+        &srv.ca,
+        &[b"http/1.1"],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        None,
+    );
+    let tls = support::tls::connect(srv.addr, config).await.expect("TLS");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn alpn_negotiates_h2_and_http1() {
+    let srv = start(Limits::default()).await;
+    for (offer, want) in [
+        (
+            &[b"h2".as_slice(), b"http/1.1".as_slice()][..],
+            b"h2".as_slice(),
+        ),
+        (&[b"h2".as_slice()][..], b"h2".as_slice()),
+        (&[b"http/1.1".as_slice()][..], b"http/1.1".as_slice()),
+    ] {
+        let config = support::tls::client_config(
+            &srv.ca,
+            offer,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            None,
+        );
+        let tls = support::tls::connect(srv.addr, config).await.expect("TLS");
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(want),
+            "offer {offer:?}"
+        );
+    }
+    assert_healthy(&srv).await;
+}
+
+/// The real binary at its default log level, fed requests that carry a
+/// marker in every place a secret could be (env values, annotations,
+/// userInfo, headers, the kubeconfig token, malformed bodies): the
+/// marker never reaches the log, while the decisions do.
+#[test]
+fn default_log_level_prints_no_request_contents_headers_or_tokens() {
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_serverconfig-webhook");
+    const MARKER: &str = "SECRET-7f3a91c2";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let g = pair();
+    let certs = SecretDir::new(tmp.path(), &g.cert, &g.key);
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: {MARKER}-kubeconfig\n")).expect("kubeconfig");
+    let log_path = tmp.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen-addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-addr",
+            "",
+            "--shutdown-delay",
+            "100ms",
+            "--log-format",
+            "json",
+        ])
+        .arg("--tls-cert-file")
+        .arg(certs.cert())
+        .arg("--tls-key-file")
+        .arg(certs.key())
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn serve");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let statuses = rt.block_on(async {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut secretive = incoming();
+        secretive["metadata"]["annotations"]["team/api-key"] = json!(MARKER);
+        secretive["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "PASSWORD", "value": MARKER}]);
+        let mut good = review("CREATE", &secretive);
+        good["request"]["userInfo"]["extra"] = json!({"token": [MARKER]});
+        let mut unowned = secretive.clone();
+        unowned["metadata"]["ownerReferences"] = json!([]);
+        let bodies: Vec<Vec<u8>> = vec![
+            serde_json::to_vec(&good).expect("json"),
+            serde_json::to_vec(&review("UPDATE", &unowned)).expect("json"),
+            format!("{{\"apiVersion\":\"admission.k8s.io/v1\",\"password\":\"{MARKER}\"").into_bytes(),
+            format!("{{\"hello\":{{\"token\":\"{MARKER}\"}}}}").into_bytes(),
+            // serde's type errors quote the offending string.
+            format!("{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"u\",\"dryRun\":\"{MARKER}\"}}}}").into_bytes(),
+            format!("{{\"apiVersion\":\"{MARKER}\",\"kind\":\"AdmissionReview\"}}").into_bytes(),
+            // ... and unknown enum values in backticks.
+            format!("{{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{{\"uid\":\"u\",\"operation\":\"{MARKER}\"}}}}").into_bytes(),
+        ];
+        let c = client(&[&g.ca_cert], false);
+        let mut statuses = Vec::new();
+        for body in bodies {
+            let resp = c
+                .post(format!("https://localhost:{port}/mutate"))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {MARKER}"))
+                .header("x-api-key", MARKER)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            statuses.push(resp.status().as_u16());
+        }
+        statuses
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..200 {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(statuses, vec![200, 200, 400, 400, 400, 400, 400]);
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    // The log is the real one: it has the decision and the rejections.
+    assert!(text.contains("\"outcome\":\"denied\""), "{text}");
+    assert!(
+        text.contains("rejected malformed admission review"),
+        "{text}"
+    );
+    // ... with the quoted pieces elided rather than the lines dropped.
+    assert!(text.contains(r#"invalid type: string \"…\""#), "{text}");
+    assert!(text.contains("unknown variant `…`"), "{text}");
+    let leaks: Vec<&str> = text.lines().filter(|l| l.contains(MARKER)).collect();
+    assert!(
+        leaks.is_empty(),
+        "log lines carrying request contents: {leaks:#?}"
     );
 }
