@@ -1,5 +1,7 @@
-//! Project tasks: `cargo xtask test` (what CI runs), `e2e`, `demo`.
+//! Project tasks: `cargo xtask test` (what CI runs), `e2e`, `demo`, `bench`.
 
+mod bench;
+mod deny;
 mod e2e;
 
 use std::process::{Command, ExitCode};
@@ -11,9 +13,14 @@ usage: cargo xtask <task> [flags]
 
 tasks:
   test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, the deploy checks,
-          the Dockerfile's static binary, then the e2e suite
+          the Dockerfile's static binary, then the e2e suite and a seconds-long
+          smoke run of the HTTPS load benchmark (answers checked, no timing)
   e2e     the end-to-end suite on a local control plane (see `cargo xtask e2e --help`)
-  demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C";
+  demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C
+  bench   issue 6 benchmarks: core, growth, load (HTTPS), e2e; results in
+          target/bench-results (see `cargo xtask bench --help`)
+  bench-e2e  issue 6 benchmarks 3/4/6 on the real control plane: creates with and without
+          the webhook (and a MutatingAdmissionPolicy on --k8s 1.36), JSON lines";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +32,8 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "e2e" => e2e::run(rest),
         "demo" => e2e::demo(rest),
+        "bench" => bench::run(rest),
+        "bench-e2e" => e2e::bench(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -109,6 +118,7 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    deny::check()?;
     cargo(&["test", "--workspace"])?;
     run("bash", &["tests/deploy/check.sh"])?;
     static_binary()?;
@@ -116,5 +126,7 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask test: e2e skipped on request (--no-e2e)");
         return Ok(());
     }
-    e2e::run(&e2e_args)
+    e2e::run(&e2e_args)?;
+    // a few seconds of the HTTPS load benchmark: answers checked, no timing
+    bench::run(&["--only".into(), "load".into(), "--smoke".into()])
 }
