@@ -11,8 +11,6 @@ use kube::core::admission::{
 use kube::core::DynamicObject;
 
 use crate::cache::Caches;
-use std::collections::HashMap;
-use std::sync::RwLock;
 
 use crate::core::desired::{desired, Desired};
 use crate::core::model::{ModelError, Server, ServerConfig};
@@ -29,19 +27,30 @@ pub struct Admission {
     pub desired: DesiredCache,
 }
 
-/// (namespace, Server name) -> (version key, desired workload).
-type DesiredMap = HashMap<(String, String), (String, Arc<Desired>)>;
+/// How many desired workloads [`DesiredCache`] keeps: the Servers whose
+/// workloads the controller is writing now. Each entry holds two pod-spec
+/// trees, so keeping one per Server made memory grow with the cluster; a
+/// miss only recomputes [`desired`].
+pub const DESIRED_CACHE_CAPACITY: usize = 256;
 
-/// Per-Server cache of [`desired`] results; one entry per Server.
-#[derive(Default)]
+/// Bounded cache of [`desired`] results, keyed by (namespace, Server name)
+/// and valid for one (Server, ServerConfig) version.
 pub struct DesiredCache {
-    map: RwLock<DesiredMap>,
+    map: quick_cache::sync::Cache<(String, String), (String, Arc<Desired>)>,
+}
+
+impl Default for DesiredCache {
+    fn default() -> Self {
+        DesiredCache {
+            map: quick_cache::sync::Cache::new(DESIRED_CACHE_CAPACITY),
+        }
+    }
 }
 
 impl DesiredCache {
     /// The desired workload for this Server and ServerConfig, computed once
-    /// per (Server, ServerConfig) version.
-    pub fn get(&self, server: &Server, config: &ServerConfig, caches: &Caches) -> Arc<Desired> {
+    /// per (Server, ServerConfig) version while it stays in the cache.
+    pub fn get(&self, server: &Server, config: &ServerConfig) -> Arc<Desired> {
         let slot = (server.meta.namespace.clone(), server.meta.name.clone());
         let version = format!(
             "{}/{}/{}/{}",
@@ -54,23 +63,15 @@ impl DesiredCache {
         let cacheable =
             !server.meta.resource_version.is_empty() && !config.meta.resource_version.is_empty();
         if cacheable {
-            if let Ok(map) = self.map.read() {
-                if let Some((v, d)) = map.get(&slot) {
-                    if *v == version {
-                        return d.clone();
-                    }
+            if let Some((v, d)) = self.map.get(&slot) {
+                if v == version {
+                    return d;
                 }
             }
         }
         let d = Arc::new(desired(server, config));
         if cacheable {
-            if let Ok(mut map) = self.map.write() {
-                map.insert(slot, (version, d.clone()));
-                // Forget deleted Servers once they could be half the map.
-                if map.len() > 64 && map.len() > 2 * caches.server_count() {
-                    map.retain(|(ns, name), _| caches.cached_server(ns, name).is_some());
-                }
-            }
+            self.map.insert(slot, (version, d.clone()));
         }
         d
     }
@@ -84,7 +85,7 @@ pub struct Answer {
 
 fn invalid(status: u16, message: String, metrics: &Metrics, started: Instant) -> Answer {
     metrics.admission("invalid", started.elapsed().as_secs_f64());
-    tracing::warn!(outcome = "invalid", reason = %message, "rejected malformed admission review");
+    tracing::warn!(outcome = "invalid", reason = %elide_quoted(&message), "rejected malformed admission review");
     let review = AdmissionResponse::invalid(message).into_review();
     Answer {
         status,
@@ -92,11 +93,47 @@ fn invalid(status: u16, message: String, metrics: &Metrics, started: Instant) ->
     }
 }
 
+/// The message with every quoted piece ("…" or `…`) elided: parse errors
+/// quote pieces of the body, which may be secrets, and the log must not
+/// carry them (the client still gets the full message).
+fn elide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' || c == '`' {
+            let mut escaped = false;
+            for q in chars.by_ref() {
+                if q == c && !escaped {
+                    out.push('…');
+                    out.push(c);
+                    break;
+                }
+                escaped = q == '\\' && !escaped;
+            }
+        }
+    }
+    out
+}
+
 impl Admission {
     /// Answers one review body.
     pub async fn review(&self, body: &[u8]) -> Answer {
         let started = Instant::now();
-        let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        // JSON is UTF-8; `from_slice` skips the strings of ignored fields
+        // without checking them (found by fuzzing), so check first.
+        let text = match std::str::from_utf8(body) {
+            Ok(t) => t,
+            Err(e) => {
+                return invalid(
+                    400,
+                    format!("request body is not an AdmissionReview: not UTF-8: {e}"),
+                    &self.metrics,
+                    started,
+                )
+            }
+        };
+        let review: AdmissionReview<DynamicObject> = match serde_json::from_str(text) {
             Ok(r) => r,
             Err(e) => {
                 return invalid(
@@ -213,16 +250,13 @@ impl Admission {
                 let (config_ok, config_err) = split(config.as_deref());
                 let config_err_text = config_err.map(ToString::to_string);
                 let desired_now = match (server_ok, config_ok) {
-                    (Some(s), Some(c)) => Some(self.desired.get(s, c, caches)),
+                    (Some(s), Some(c)) => Some(self.desired.get(s, c)),
                     _ => None,
                 };
-                // The stored object matters only for keys a placeholder
-                // copied into the template: convert it only then.
-                let placeholder = controller_config
-                    .as_deref()
-                    .is_some_and(|r| r.as_ref().is_ok_and(ServerConfig::is_placeholder));
-                let old_value = match (operation, placeholder) {
-                    (Operation::Update, true) => old_object.and_then(|o| into_value(o).ok()),
+                // The stored object (UPDATE only) keeps immutable fields
+                // and the keys a placeholder copied into the template.
+                let old_value = match operation {
+                    Operation::Update => old_object.and_then(|o| into_value(o).ok()),
                     _ => None,
                 };
                 let inputs = Inputs {

@@ -50,6 +50,9 @@ pub struct Desired {
     /// `normalize(pod_spec)`, computed once: every admission compares
     /// the stored template against it.
     pub pod_spec_normalized: Value,
+    /// [`vct_identity`] of each of `volume_claim_templates`, computed once
+    /// for the same reason.
+    pub volume_claim_template_identities: Vec<Value>,
 }
 
 /// `utils.MergeMaps(child, parent)`: child wins, three keys dropped.
@@ -100,6 +103,8 @@ pub fn desired(server: &Server, config: &ServerConfig) -> Desired {
         &Value::Array(volume_claim_templates.clone()),
     ]);
     let pod_spec_normalized = normalize(&pod_spec);
+    let volume_claim_template_identities =
+        volume_claim_templates.iter().map(vct_identity).collect();
     Desired {
         template_annotations: annotations.clone(),
         labels,
@@ -111,6 +116,7 @@ pub fn desired(server: &Server, config: &ServerConfig) -> Desired {
         selector: json!({"matchLabels": {SERVER_NAME_LABEL: server.meta.name}}),
         hash,
         pod_spec_normalized,
+        volume_claim_template_identities,
     }
 }
 

@@ -101,10 +101,19 @@ pub fn scope(
     }
 }
 
+/// `value.pointer(path)` for this module's constant paths (no `~`
+/// escapes, no array indexes), without allocating per segment: the hot
+/// path looks up a dozen paths per admission.
+fn at<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('/')
+        .skip(1)
+        .try_fold(value, |v, key| v.as_object()?.get(key))
+}
+
 /// Name of the `mlops.seldon.io` Server in the object's controller owner
 /// reference, if any.
 pub fn controller_server_owner(object: &Value) -> Option<String> {
-    let refs = object.pointer("/metadata/ownerReferences")?.as_array()?;
+    let refs = at(object, "/metadata/ownerReferences")?.as_array()?;
     refs.iter().find_map(|r| {
         let is_controller = r.get("controller").and_then(Value::as_bool) == Some(true);
         let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -175,13 +184,15 @@ pub fn decide(
     inputs: Inputs<'_>,
     settings: &Settings,
 ) -> Decision {
-    if object
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
-    {
+    if at(object, "/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         return Decision::Unchanged {
             reason: "being-deleted",
             warnings: vec![],
+        };
+    }
+    if let Some(part) = not_an_object(object) {
+        return Decision::Denied {
+            message: format!("serverconfig-webhook: the object's {part} is not a JSON object"),
         };
     }
     let owner = controller_server_owner(object).unwrap_or_default();
@@ -223,6 +234,23 @@ pub fn decide(
         }
     };
     build_patch(operation, kind, namespace, object, want, config, &inputs)
+}
+
+/// The first part the patch writes into that is not an object (`spec`
+/// missing, or `spec.template` a number...): the API server never sends
+/// such an object, and a patch into it could not apply (found by fuzzing).
+fn not_an_object(object: &Value) -> Option<&'static str> {
+    if !matches!(object.get("spec"), Some(Value::Object(_))) {
+        return Some("spec");
+    }
+    [
+        ("/spec/template", "spec.template"),
+        ("/spec/template/metadata", "spec.template.metadata"),
+        ("/spec/template/spec", "spec.template.spec"),
+    ]
+    .into_iter()
+    .find(|(path, _)| at(object, path).is_some_and(|v| !v.is_object()))
+    .map(|(_, part)| part)
 }
 
 fn on_missing(
@@ -337,16 +365,23 @@ impl PatchBuilder<'_> {
     /// semantically. The parent must exist (callers ensure it).
     fn set(&mut self, path: &str, value: Value) {
         let normalized = normalize(&value);
-        self.set_normalized(path, value, &normalized);
+        if !self.equals(path, &normalized) {
+            self.put(path, value);
+        }
     }
 
-    /// [`Self::set`] with the normal form of `value` already known.
-    fn set_normalized(&mut self, path: &str, value: Value, normalized: &Value) {
-        let current = self.object.pointer(path);
-        if current.is_some_and(|c| eq_normalized(normalized, c)) {
-            return;
+    /// [`Self::set`] for a borrowed value whose normal form is known: the
+    /// value is copied into the patch only when it differs (the pod spec,
+    /// which an already-fixed object matches).
+    fn set_normalized(&mut self, path: &str, value: &Value, normalized: &Value) {
+        if !self.equals(path, normalized) {
+            self.put(path, value.clone());
         }
-        self.put(path, value);
+    }
+
+    /// Whether the object holds a value at `path` whose normal form is `normalized`.
+    fn equals(&self, path: &str, normalized: &Value) -> bool {
+        at(self.object, path).is_some_and(|c| eq_normalized(normalized, c))
     }
 
     /// Adds an op setting `path` to `value` (add or replace).
@@ -354,7 +389,7 @@ impl PatchBuilder<'_> {
         let Ok(pointer) = path.parse() else {
             return; // paths are constants of this module
         };
-        self.ops.push(match self.object.pointer(path) {
+        self.ops.push(match at(self.object, path) {
             Some(_) => PatchOperation::Replace(ReplaceOperation {
                 path: pointer,
                 value,
@@ -364,10 +399,6 @@ impl PatchBuilder<'_> {
                 value,
             }),
         });
-    }
-
-    fn differs(&self, path: &str, value: &Value) -> bool {
-        self.object.pointer(path).map(normalize) != Some(normalize(value))
     }
 }
 
@@ -391,7 +422,7 @@ fn build_patch(
                 None => Copied::Unknown,
                 Some(c) if template && c.is_placeholder() => Copied::Freeze {
                     keys: field(c),
-                    stored: old_object.map(|o| string_map(o.pointer(path))),
+                    stored: old_object.map(|o| string_map(at(o, path))),
                 },
                 Some(c) => Copied::Drop(field(c)),
             }
@@ -399,7 +430,7 @@ fn build_patch(
     let labels_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.labels;
     let annotations_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.annotations;
     let reconciled = |path: &str, wanted: &BTreeMap<String, String>, how: &Copied<'_>| {
-        reconcile_map(&string_map(object.pointer(path)), wanted, how)
+        reconcile_map(&string_map(at(object, path)), wanted, how)
     };
     let mut b = PatchBuilder {
         object,
@@ -427,7 +458,7 @@ fn build_patch(
     );
     b.set("/metadata/annotations", json!(annotations));
 
-    if object.pointer("/spec").is_none_or(|s| !s.is_object()) {
+    if at(object, "/spec").is_none_or(|s| !s.is_object()) {
         return Decision::Denied {
             message: "serverconfig-webhook: the object has no spec".into(),
         };
@@ -444,13 +475,11 @@ fn build_patch(
         &want.template_annotations,
         &copied(annotations_of, TEMPLATE_ANNOTATIONS, true),
     );
-    match object.pointer("/spec/template/metadata") {
+    match at(object, "/spec/template/metadata") {
         Some(Value::Object(_)) => {
             b.set("/spec/template/metadata/labels", json!(template_labels));
             if !(template_annotations.is_empty()
-                && object
-                    .pointer("/spec/template/metadata/annotations")
-                    .is_none())
+                && at(object, "/spec/template/metadata/annotations").is_none())
             {
                 b.set(
                     "/spec/template/metadata/annotations",
@@ -459,7 +488,7 @@ fn build_patch(
             }
         }
         _ => {
-            if object.pointer("/spec/template").is_none() {
+            if at(object, "/spec/template").is_none() {
                 b.set("/spec/template", json!({}));
             }
             b.set(
@@ -470,44 +499,65 @@ fn build_patch(
     }
     b.set_normalized(
         "/spec/template/spec",
-        want.pod_spec.clone(),
+        &want.pod_spec,
         &want.pod_spec_normalized,
     );
 
     // Fields derived from the Server alone, plus the ServerConfig's claim
-    // templates: immutable on UPDATE, so only warn there.
+    // templates: immutable on UPDATE. There the stored value is kept (the
+    // controller's may differ, e.g. a placeholder's empty claim templates,
+    // and the API server would refuse the change), with a warning when it
+    // is not what the ServerConfig gives.
+    let vct_ids = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().map(vct_identity).collect())
+            .unwrap_or_default()
+    };
     let mut immutable: Vec<(&str, Value)> = vec![("/spec/selector", want.selector.clone())];
     if kind == WorkloadKind::StatefulSet {
         immutable.push(("/spec/serviceName", json!(want.service_name)));
-        let current: Vec<Value> = object
-            .pointer("/spec/volumeClaimTemplates")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(vct_identity).collect())
-            .unwrap_or_default();
-        let wanted: Vec<Value> = want
-            .volume_claim_templates
-            .iter()
-            .map(vct_identity)
-            .collect();
-        if current != wanted {
-            immutable.push((
-                "/spec/volumeClaimTemplates",
-                json!(want.volume_claim_templates),
-            ));
-        }
+        immutable.push((
+            "/spec/volumeClaimTemplates",
+            json!(want.volume_claim_templates),
+        ));
     }
     for (path, value) in immutable {
         let is_vct = path.ends_with("volumeClaimTemplates");
-        if !is_vct && !b.differs(path, &value) {
+        // semantic equality: claim templates by identity, the rest normalised
+        let same = |a: Option<&Value>, b: &Value| {
+            if is_vct {
+                vct_ids(a) == vct_ids(Some(b))
+            } else {
+                a.map(normalize) == Some(normalize(b))
+            }
+        };
+        let is_wanted = |a: Option<&Value>| {
+            if is_vct {
+                vct_ids(a) == want.volume_claim_template_identities
+            } else {
+                same(a, &value)
+            }
+        };
+        if operation == Operation::Create {
+            if !is_wanted(at(object, path)) {
+                b.put(path, value);
+            }
             continue;
         }
-        if operation == Operation::Create {
-            if is_vct {
-                b.put(path, value);
-            } else {
-                b.set(path, value);
+        let kept = match old_object {
+            Some(old) => {
+                let stored = match at(old, path) {
+                    None if is_vct => json!([]),
+                    v => v.cloned().unwrap_or(Value::Null),
+                };
+                if !same(at(object, path), &stored) {
+                    b.put(path, stored.clone());
+                }
+                Some(stored)
             }
-        } else {
+            None => at(object, path).cloned(),
+        };
+        if !is_wanted(kept.as_ref()) {
             let field = path.trim_start_matches('/').replace('/', ".");
             warnings.push(format!(
                 "serverconfig-webhook: {field} differs from what ServerConfig {source} gives but cannot change on update; recreate the workload to apply it"
