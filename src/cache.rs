@@ -2,9 +2,8 @@
 //! reflectors, `managedFields` stripped), and the lookups the admission
 //! handler needs: cache first, one direct GET on a miss.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
@@ -50,7 +49,14 @@ impl Namespaces {
     }
 }
 
-type Parsed<T> = RwLock<HashMap<(String, String), (String, Arc<Result<T, ModelError>>)>>;
+/// (namespace, name) -> (resourceVersion, parsed object), bounded: parsed
+/// ServerConfigs hold pod-spec trees, so only the ones in use are kept.
+type Parsed<T> = quick_cache::sync::Cache<(String, String), (String, Arc<Result<T, ModelError>>)>;
+
+/// Parsed Servers kept (small objects; the sync loop scans them all).
+const PARSED_SERVERS: usize = 65_536;
+/// Parsed ServerConfigs kept: those the workloads being written now use.
+const PARSED_CONFIGS: usize = 512;
 
 /// One kind's reflector stores plus a parse cache keyed by resourceVersion.
 struct KindCache<T> {
@@ -101,12 +107,11 @@ fn start_reflector(
     };
     let writer = reflector::store::Writer::new(resource.clone());
     let reader = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    // Default list semantic: paged (500 a page) rather than one body of
+    // every object at once, so the initial list's peak stays small.
+    let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|o: &mut DynamicObject| {
-            // Keep memory bounded: managedFields can be larger than the spec.
-            o.managed_fields_mut().clear();
-        })
+        .modify(compact)
         .reflect(writer)
         .for_each(move |event| {
             match event {
@@ -117,6 +122,25 @@ fn start_reflector(
         });
     (reader, stream)
 }
+
+/// What the caches keep of an object, to keep memory bounded: no
+/// `managedFields` (often larger than the spec), no `status`, no kubectl
+/// last-applied copy (a second copy of the object; never copied into a
+/// workload), and the rest of the body as one compact JSON string instead
+/// of a `serde_json::Value` tree, which takes about 20 times the bytes in
+/// small allocations. It is parsed again only when looked up.
+fn compact(o: &mut DynamicObject) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
+    if let serde_json::Value::Object(data) = &mut o.data {
+        data.remove("status");
+        o.data =
+            serde_json::Value::String(serde_json::Value::Object(std::mem::take(data)).to_string());
+    }
+}
+
+/// kubectl's client-side apply annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl Caches {
     /// Starts the reflectors: Servers and ServerConfigs in the watched
@@ -154,13 +178,13 @@ impl Caches {
                 kind: "Server",
                 resource: server_resource(),
                 stores: server_stores,
-                parsed: RwLock::default(),
+                parsed: Parsed::new(PARSED_SERVERS),
             },
             configs: KindCache {
                 kind: "ServerConfig",
                 resource: server_config_resource(),
                 stores: config_stores,
-                parsed: RwLock::default(),
+                parsed: Parsed::new(PARSED_CONFIGS),
             },
             ready: AtomicBool::new(false),
             metrics,
@@ -195,7 +219,9 @@ impl Caches {
                 .iter()
                 .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == resource.kind))
             {
-                writer.apply_watcher_event(&watcher::Event::InitApply(o.clone()));
+                let mut o = o.clone();
+                compact(&mut o);
+                writer.apply_watcher_event(&watcher::Event::InitApply(o));
             }
             writer.apply_watcher_event(&watcher::Event::InitDone);
             (reader, writer)
@@ -208,13 +234,13 @@ impl Caches {
                 kind: "Server",
                 resource: server_resource(),
                 stores: vec![servers],
-                parsed: RwLock::default(),
+                parsed: Parsed::new(PARSED_SERVERS),
             },
             configs: KindCache {
                 kind: "ServerConfig",
                 resource: server_config_resource(),
                 stores: vec![configs],
-                parsed: RwLock::default(),
+                parsed: Parsed::new(PARSED_CONFIGS),
             },
             ready: AtomicBool::new(true),
             metrics,
@@ -239,7 +265,13 @@ impl Caches {
 
     /// Cached Servers of `ns` whose `spec.serverConfig` is `config_name`.
     pub fn servers_using(&self, ns: &str, config_name: &str) -> Vec<Server> {
-        all_parsed(&self.servers, Server::from_value)
+        // Servers are small: keep them parsed (the sync loop asks often).
+        self.servers
+            .stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|o| parse_cached(&self.servers, &o, Server::from_value))
+            .collect::<Vec<_>>()
             .iter()
             .filter_map(|r| r.as_ref().as_ref().ok())
             .filter(|s| s.meta.namespace == ns && s.server_config == config_name)
@@ -330,13 +362,29 @@ async fn cache_miss<T>(
     }
 }
 
+/// The whole object as JSON, whether its body is [`compact`] or not.
 fn to_value(obj: &DynamicObject) -> Result<serde_json::Value, ModelError> {
-    serde_json::to_value(obj).map_err(|e| ModelError::Invalid {
+    let invalid = |e: serde_json::Error| ModelError::Invalid {
         what: "object",
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
         detail: e.to_string(),
-    })
+    };
+    let serde_json::Value::String(body) = &obj.data else {
+        return serde_json::to_value(obj).map_err(invalid);
+    };
+    let mut value: serde_json::Value = serde_json::from_str(body).map_err(invalid)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(
+            "metadata".into(),
+            serde_json::to_value(&obj.metadata).map_err(invalid)?,
+        );
+        if let Some(t) = &obj.types {
+            map.insert("apiVersion".into(), t.api_version.clone().into());
+            map.insert("kind".into(), t.kind.clone().into());
+        }
+    }
+    Ok(value)
 }
 
 fn parse_cached<T>(
@@ -346,25 +394,19 @@ fn parse_cached<T>(
 ) -> Arc<Result<T, ModelError>> {
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
     let rv = obj.resource_version().unwrap_or_default();
-    if let Ok(map) = cache.parsed.read() {
-        if let Some((seen_rv, parsed)) = map.get(&key) {
-            if *seen_rv == rv {
-                return parsed.clone();
-            }
+    if let Some((seen_rv, parsed)) = cache.parsed.get(&key) {
+        if seen_rv == rv {
+            return parsed;
         }
     }
     let parsed = Arc::new(to_value(obj).and_then(|v| parse(&v)));
-    if let Ok(mut map) = cache.parsed.write() {
-        map.insert(key, (rv, parsed.clone()));
-        // Entries of deleted objects: drop them once they could be half the
-        // map, so memory follows the watched objects (amortised O(1)).
-        if map.len() > 64 && map.len() > 2 * cache.len() {
-            map.retain(|(ns, name), _| cache.find(ns, name).is_some());
-        }
-    }
+    cache.parsed.insert(key, (rv, parsed.clone()));
     parsed
 }
 
+/// Every cached object, parsed. Objects not in the parse cache are parsed
+/// without being added to it, so a full scan (the sync loop's) does not
+/// keep a parsed copy of every object in memory.
 fn all_parsed<T>(
     cache: &KindCache<T>,
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
@@ -373,6 +415,13 @@ fn all_parsed<T>(
         .stores
         .iter()
         .flat_map(|s| s.state())
-        .map(|o| parse_cached(cache, &o, parse))
+        .map(|o| {
+            let key = (o.namespace().unwrap_or_default(), o.name_any());
+            let rv = o.resource_version().unwrap_or_default();
+            match cache.parsed.peek(&key) {
+                Some((seen, p)) if seen == rv => p,
+                _ => Arc::new(to_value(&o).and_then(|v| parse(&v))),
+            }
+        })
         .collect()
 }
