@@ -1,162 +1,131 @@
 //! Benchmark 1 of issue 6: one admission in process (decode the review,
 //! decide, compute the patch, encode the answer) against the floor (decode
 //! + encode of the same review, no logic), same run, same inputs.
+//!
+//! `cargo bench --bench core` runs criterion, then writes one JSON line per
+//! case to `target/bench-results/core.jsonl` (median ns of floor and
+//! mutate, their ratio, the target). `CORE_PROFILE=<case>/<floor|mutate>`
+//! with `CORE_PROFILE_ITERS=<n>` runs that case n times without criterion,
+//! for `valgrind --tool=callgrind` (see BENCHMARKS.md, "Profile").
 
-use std::sync::Arc;
+#[path = "support/mod.rs"]
+mod support;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::DynamicObject;
+use std::io::Write;
+use std::time::SystemTime;
+
+use criterion::{BatchSize, Criterion};
 use serde_json::{json, Value};
 use serverconfig_webhook::admission::Admission;
-use serverconfig_webhook::cache::Caches;
-use serverconfig_webhook::core::desired::desired;
-use serverconfig_webhook::core::model::{Server, ServerConfig};
-use serverconfig_webhook::core::mutate::{OnMissing, Settings};
-use serverconfig_webhook::metrics::Metrics;
+use support::*;
 
 const APP: &str = "team-a";
 
-fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/serverconfigs.yaml"
-    ))
-    .expect("fixture");
-    let mut sc = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-        .find(|d: &Value| d["metadata"]["name"] == name)
-        .expect("config");
-    sc["metadata"]["namespace"] = json!(APP);
-    sc
+/// One benchmark case: a review body and the ratio target against the floor.
+struct Case {
+    name: &'static str,
+    body: Vec<u8>,
+    target: f64,
+    what: &'static str,
 }
 
-fn with_images(mut sc: Value, prefix: &str) -> Value {
-    for c in sc["spec"]["podSpec"]["containers"]
-        .as_array_mut()
-        .expect("containers")
-    {
-        c["image"] = json!(format!("{prefix}/{}:1", c["name"].as_str().unwrap_or("x")));
-    }
-    sc
-}
+/// Copies of each container, extra env entries per container and extra
+/// volumes of the `large` case.
+const LARGE: (usize, usize, usize) = (20, 50, 100);
 
-fn server(name: &str, sc: &str) -> Value {
-    json!({"apiVersion":"mlops.seldon.io/v1alpha1","kind":"Server",
-        "metadata":{"name":name,"namespace":APP,"uid":"u"},"spec":{"serverConfig":sc,"replicas":1}})
-}
-
-/// A StatefulSet as the controller writes it (from `controller_config`).
-fn statefulset(server_v: &Value, controller_config: &Value) -> Value {
-    let s = Server::from_value(server_v).expect("server");
-    let c = ServerConfig::from_value(controller_config).expect("config");
-    let d = desired(&s, &c);
-    json!({"apiVersion":"apps/v1","kind":"StatefulSet",
-        "metadata":{"name":s.meta.name,"namespace":APP,"labels":d.labels,"annotations":d.annotations,
-            "ownerReferences":[{"apiVersion":"mlops.seldon.io/v1alpha1","kind":"Server","name":s.meta.name,"uid":"u","controller":true}]},
-        "spec":{"serviceName":s.meta.name,"replicas":1,"selector":d.selector,"podManagementPolicy":"Parallel",
-            "template":{"metadata":{"labels":d.template_labels,"annotations":d.template_annotations},"spec":d.pod_spec}}})
-}
-
-fn review(object: &Value) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
-        "uid":"b1","kind":{"group":"apps","version":"v1","kind":"StatefulSet"},
-        "resource":{"group":"apps","version":"v1","resource":"statefulsets"},
-        "name":object["metadata"]["name"],"namespace":object["metadata"]["namespace"],
-        "operation":"CREATE","userInfo":{"username":"controller"},"object":object}}),
-    )
-    .expect("json")
-}
-
-/// The floor: decode the review and encode an allow answer, no logic.
-fn floor(body: &[u8]) -> Vec<u8> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).expect("review");
-    let req: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
-    serde_json::to_vec(&AdmissionResponse::from(&req).into_review()).expect("encode")
-}
-
-fn large(ctl: &Value) -> (Value, Value, Value) {
-    let mut sc = with_images(fixture("mlserver"), "team");
-    let containers = sc["spec"]["podSpec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut many = Vec::new();
-    for i in 0..20 {
-        for c in &containers {
-            let mut c = c.clone();
-            c["name"] = json!(format!("{}-{i}", c["name"].as_str().unwrap_or("c")));
-            let env: Vec<Value> = (0..50)
-                .map(|j| json!({"name": format!("E{j}"), "value": format!("{j}")}))
-                .collect();
-            c["env"] = json!(env);
-            many.push(c);
-        }
-    }
-    sc["spec"]["podSpec"]["containers"] = json!(many);
-    sc["spec"]["podSpec"]["volumes"] = json!((0..100)
-        .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
-        .collect::<Vec<_>>());
-    sc["metadata"]["name"] = json!("large");
-    let srv = server("large", "large");
-    let mut ctl_large = ctl.clone();
-    ctl_large["metadata"]["name"] = json!("large");
-    let sts = statefulset(&srv, &ctl_large);
-    (sc, srv, sts)
-}
-
-fn bench(c: &mut Criterion) {
-    let ctl = |name: &str| {
-        let mut p = with_images(fixture(name), "platform");
-        p["metadata"]["namespace"] = json!("seldon-system");
-        p
+fn setup() -> (Admission, Vec<Case>) {
+    let (copies, env, vols) = LARGE;
+    let ctl = |name: &str| with_images(config(name, CONTROLLER_NS), "platform");
+    let team = |name: &str| with_images(config(name, APP), "team");
+    let large = |sc: Value| {
+        let mut sc = enlarge(sc, copies, env, vols);
+        sc["metadata"]["name"] = json!("large");
+        sc
     };
-    let ml_team = with_images(fixture("mlserver"), "team");
-    let tr_team = with_images(fixture("triton"), "team");
-    let (large_sc, large_srv, large_sts) = large(&ctl("mlserver"));
-    let ml_srv = server("mlserver", "mlserver");
-    let tr_srv = server("triton", "triton");
-    let mut out_of_scope = statefulset(&ml_srv, &ctl("mlserver"));
-    out_of_scope["metadata"]["ownerReferences"] = json!([]);
-    let cases = vec![
-        ("mlserver", review(&statefulset(&ml_srv, &ctl("mlserver")))),
-        ("triton", review(&statefulset(&tr_srv, &ctl("triton")))),
-        ("out_of_scope", review(&out_of_scope)),
-        ("large", review(&large_sts)),
-    ];
-    let objects: Vec<DynamicObject> = [
-        ml_team,
-        tr_team,
-        large_sc,
+    let (ml_srv, tr_srv, large_srv) = (
+        server("mlserver", "mlserver", APP),
+        server("triton", "triton", APP),
+        server("large", "large", APP),
+    );
+    let ml_sts = statefulset(&ml_srv, &ctl("mlserver"));
+    let tr_sts = statefulset(&tr_srv, &ctl("triton"));
+    let large_ctl = large(ctl("mlserver"));
+    let large_sts = statefulset(&large_srv, &large_ctl);
+    let mut plain = ml_sts.clone();
+    plain["metadata"]["ownerReferences"] = json!([]);
+    plain["metadata"]["name"] = json!("postgres");
+
+    let admission = admission(vec![
+        team("mlserver"),
+        team("triton"),
+        large(team("mlserver")),
         ml_srv,
         tr_srv,
         large_srv,
         ctl("mlserver"),
         ctl("triton"),
-    ]
-    .into_iter()
-    .map(|v| serde_json::from_value(v).expect("object"))
-    .collect();
-    let metrics = Arc::new(Metrics::new());
-    let admission = Admission {
-        desired: Default::default(),
-        settings: Settings {
-            controller_namespace: "seldon-system".into(),
-            on_missing: OnMissing::Auto,
+        large_ctl,
+    ]);
+
+    // The steady state: the controller re-applies an object the webhook
+    // already fixed (UPDATE, nothing to change).
+    let ml_create = review(&ml_sts, None);
+    let applied = apply(&ml_sts, &mutate(&admission, &ml_create));
+    let cases = vec![
+        Case {
+            name: "mlserver",
+            body: ml_create,
+            target: 3.0,
+            what: "CREATE of the controller's 2.9.1 mlserver StatefulSet; patched",
         },
-        caches: Caches::from_objects(objects, metrics.clone()),
-        metrics,
-    };
+        Case {
+            name: "triton",
+            body: review(&tr_sts, None),
+            target: 3.0,
+            what: "CREATE of the controller's 2.9.1 triton StatefulSet; patched",
+        },
+        Case {
+            name: "mlserver_applied",
+            body: review(&applied, Some(&applied)),
+            target: 3.0,
+            what: "UPDATE of an mlserver StatefulSet the webhook already fixed; no patch",
+        },
+        Case {
+            name: "out_of_scope",
+            body: review(&plain, None),
+            target: 1.2,
+            what: "CREATE of a StatefulSet with no Server owner; allowed untouched",
+        },
+        Case {
+            name: "large",
+            body: review(&large_sts, None),
+            target: 3.0,
+            what: "CREATE of a 60-container StatefulSet (+50 env each, +100 volumes); patched",
+        },
+    ];
+    // Each case does what its name says (a bench of the wrong path is worse
+    // than none).
+    for c in &cases {
+        let r = response(&mutate(&admission, &c.body));
+        assert_eq!(r["allowed"], true, "{}: {r}", c.name);
+        let patched = !r["patch"].is_null();
+        let want_patch = matches!(c.name, "mlserver" | "triton" | "large");
+        assert_eq!(patched, want_patch, "{}: patch present = {patched}", c.name);
+    }
+    (admission, cases)
+}
+
+fn bench(c: &mut Criterion, admission: &Admission, cases: &[Case]) {
     let mut group = c.benchmark_group("admission");
-    for (name, body) in &cases {
-        group.bench_function(format!("{name}/floor"), |b| {
+    for case in cases {
+        let body = &case.body;
+        group.bench_function(format!("{}/floor", case.name), |b| {
             b.iter_batched(|| body.clone(), |body| floor(&body), BatchSize::SmallInput)
         });
-        group.bench_function(format!("{name}/mutate"), |b| {
+        group.bench_function(format!("{}/mutate", case.name), |b| {
             b.iter_batched(
                 || body.clone(),
-                |body| futures::executor::block_on(admission.review(&body)).body,
+                |body| mutate(admission, &body),
                 BatchSize::SmallInput,
             )
         });
@@ -164,5 +133,81 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Criterion's median estimate (ns) of `admission/<id>`, if written by this run.
+fn median(id: &str, since: SystemTime) -> Option<f64> {
+    let dir = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"));
+    let path = dir.join("admission").join(id).join("new/estimates.json");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn write_results(cases: &[Case], since: SystemTime) {
+    let path = results_path("core.jsonl");
+    let mut out = String::new();
+    for c in cases {
+        let (Some(floor), Some(mutate)) = (
+            median(&format!("{}_floor", c.name), since),
+            median(&format!("{}_mutate", c.name), since),
+        ) else {
+            continue;
+        };
+        let ratio = mutate / floor;
+        let line = json!({"bench":"core","case":c.name,"what":c.what,"review_bytes":c.body.len(),
+            "floor_median_ns":floor.round(),"mutate_median_ns":mutate.round(),
+            "ratio":(ratio * 100.0).round() / 100.0,"target_ratio":c.target,"pass":ratio <= c.target});
+        println!("{line}");
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    if out.is_empty() {
+        return; // a filtered run that measured no whole case
+    }
+    let mut f = std::fs::File::create(&path).expect("create core.jsonl");
+    f.write_all(out.as_bytes()).expect("write core.jsonl");
+    println!("wrote {}", path.display());
+}
+
+/// Runs one case `CORE_PROFILE_ITERS` times (after one warm-up call), for
+/// callgrind: Ir per call = (Ir(n) - Ir(0)) / n.
+fn profile(admission: &Admission, cases: &[Case], spec: &str) {
+    let (name, path) = spec.split_once('/').unwrap_or((spec, "mutate"));
+    let case = cases
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("CORE_PROFILE: no case {name:?}"));
+    let iters: usize = std::env::var("CORE_PROFILE_ITERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let run = |body: &[u8]| match path {
+        "floor" => floor(body),
+        "mutate" => mutate(admission, body),
+        other => panic!("CORE_PROFILE: {other:?} is neither floor nor mutate"),
+    };
+    let mut bytes = run(&case.body).len();
+    for _ in 0..iters {
+        bytes += std::hint::black_box(run(std::hint::black_box(&case.body))).len();
+    }
+    eprintln!("profiled {name}/{path} x{iters} ({bytes} answer bytes)");
+}
+
+fn main() {
+    let (admission, cases) = setup();
+    if let Ok(spec) = std::env::var("CORE_PROFILE") {
+        profile(&admission, &cases, &spec);
+        return;
+    }
+    let since = SystemTime::now() - std::time::Duration::from_secs(1);
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c, &admission, &cases);
+    c.final_summary();
+    write_results(&cases, since);
+}
