@@ -279,7 +279,7 @@ func checkDeployment(mode string, objs []Obj, scoped bool) {
 	expect(&p, "liveness", []any{get(c, "livenessProbe", "httpGet", "path"), get(c, "livenessProbe", "httpGet", "port")}, []any{"/healthz", "metrics"})
 	expect(&p, "readiness", []any{get(c, "readinessProbe", "httpGet", "path"), get(c, "readinessProbe", "httpGet", "port")}, []any{"/readyz", "metrics"})
 	expect(&p, "resources", get(c, "resources"), map[string]any{
-		"requests": map[string]any{"cpu": "50m", "memory": "32Mi"}, "limits": map[string]any{"memory": "64Mi"}})
+		"requests": map[string]any{"cpu": "100m", "memory": "192Mi"}, "limits": map[string]any{"memory": "512Mi"}})
 	var mount string
 	for _, m := range list(get(c, "volumeMounts")) {
 		if str(get(m, "mountPath")) == "/etc/serverconfig-webhook/tls" {

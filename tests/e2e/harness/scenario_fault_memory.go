@@ -23,7 +23,7 @@ const (
 	memServers    = 100
 	memUnwatched  = 500 // ServerConfigs in a namespace the webhook does not watch
 	memUnwatchNS  = "mem-unwatched"
-	shippedLimit  = 64 << 20 // the shipped Deployment's memory limit (64Mi)
+	shippedLimit  = 512 << 20 // the shipped Deployment's memory limit (512Mi)
 )
 
 // faultBenchScenarios are the fault scenarios too slow for every run (the
@@ -104,7 +104,7 @@ func createMany(ctx context.Context, dyn dynamic.Interface, objs []*unstructured
 // --watch-namespaces) is measured before, after its watches took them in,
 // and after a fresh start that lists them all. Figures: VmRSS / VmHWM;
 // checks: the cache holds exactly the watched namespaces' objects
-// (cache_objects) and RSS stays under the shipped 64Mi limit.
+// (cache_objects) and RSS stays under the shipped 512Mi limit.
 func scenarioFaultMemory(ctx context.Context, s *Suite) error {
 	const sc = "fault-memory"
 	if err := s.needWebhook(ctx); err != nil {
@@ -245,7 +245,7 @@ func scenarioFaultMemory(ctx context.Context, s *Suite) error {
 	}
 	perObj := float64(rss2-rss0) / float64(memConfigs+memServers)
 	s.r.Check(checkName(sc, "rss-under-shipped-limit"), err == nil && rss1 < shippedLimit && rss2 < shippedLimit && hwm2 < shippedLimit,
-		"VmRSS empty %s (HWM %s); after the watches took %d objects in: %s (HWM %s); fresh start listing them (ready in %s): %s (HWM %s); shipped limit 64Mi; %.0f bytes of RSS per cached object vs %d bytes of JSON with managedFields, %d without %v",
+		"VmRSS empty %s (HWM %s); after the watches took %d objects in: %s (HWM %s); fresh start listing them (ready in %s): %s (HWM %s); shipped limit 512Mi; %.0f bytes of RSS per cached object vs %d bytes of JSON with managedFields, %d without %v",
 		mib(rss0), mib(hwm0), memConfigs+memServers, mib(rss1), mib(hwm1), secs(ready), mib(rss2), mib(hwm2), perObj, withMF, withoutMF, err)
 	step("FIGURE %s: %d ServerConfigs + %d Servers cached: VmRSS %s, VmHWM %s (fresh start); %s / %s after watch; empty %s; objects created in %s",
 		sc, memConfigs, memServers, mib(rss2), mib(hwm2), mib(rss1), mib(hwm1), mib(rss0), secs(created))
