@@ -927,13 +927,7 @@ fn default_log_level_prints_no_request_contents_headers_or_tokens() {
         .expect("spawn serve");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let statuses = rt.block_on(async {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let addr = support::tls::wait_for_port(port, 200).await;
         let mut secretive = incoming();
         secretive["metadata"]["annotations"]["team/api-key"] = json!(MARKER);
         secretive["spec"]["template"]["spec"]["containers"][0]["env"] =

@@ -198,6 +198,24 @@ async fn exchange(
     }
 }
 
+/// Fresh error counters and `connections` open keep-alive connections.
+async fn open_conns(
+    target: &Target,
+    tls: &TlsConnector,
+    http: Http,
+    connections: usize,
+) -> anyhow::Result<(Arc<Shared>, Vec<Conn>)> {
+    let shared = Arc::new(Shared {
+        errors: AtomicU64::new(0),
+        first_error: Default::default(),
+    });
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(Conn::open(target.addr, tls, http).await?);
+    }
+    Ok((shared, conns))
+}
+
 /// Maximum throughput: `connections` connections, each sending back to back
 /// for `warmup + duration`; only the last `duration` is measured.
 pub async fn closed_loop(
@@ -208,14 +226,7 @@ pub async fn closed_loop(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let shared = Arc::new(Shared {
-        errors: AtomicU64::new(0),
-        first_error: Default::default(),
-    });
-    let mut conns = Vec::new();
-    for _ in 0..connections {
-        conns.push(Conn::open(target.addr, tls, http).await?);
-    }
+    let (shared, conns) = open_conns(target, tls, http, connections).await?;
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
@@ -281,14 +292,7 @@ pub async fn open_loop(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let shared = Arc::new(Shared {
-        errors: AtomicU64::new(0),
-        first_error: Default::default(),
-    });
-    let mut conns = Vec::new();
-    for _ in 0..connections {
-        conns.push(Conn::open(target.addr, tls, http).await?);
-    }
+    let (shared, conns) = open_conns(target, tls, http, connections).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let start = Instant::now() + Duration::from_millis(20);

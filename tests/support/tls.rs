@@ -260,3 +260,16 @@ pub async fn send_raw_hello(addr: std::net::SocketAddr, hello: &[u8]) -> HelloAn
         (n, _) => HelloAnswer::Other(head[..n].to_vec()),
     }
 }
+
+/// Waits (up to `tries` x 50 ms) until something accepts TCP connections on
+/// loopback `port`: a `serve` process started by a test is listening.
+pub async fn wait_for_port(port: u16, tries: usize) -> std::net::SocketAddr {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..tries {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    addr
+}
