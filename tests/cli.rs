@@ -240,7 +240,7 @@ fn serve_finishes_an_in_flight_request_after_sigterm() {
         .expect("spawn serve");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let result = rt.block_on(async {
-        let addr = support::tls::wait_for_port(port, 100).await;
+        support::tls::wait_for_port(port, 100).await;
         let srv = server(APP, "mlserver", "mlserver-config", json!({}));
         let obj = controller_statefulset(&srv, &team());
         let review = json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{

@@ -927,7 +927,7 @@ fn default_log_level_prints_no_request_contents_headers_or_tokens() {
         .expect("spawn serve");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let statuses = rt.block_on(async {
-        let addr = support::tls::wait_for_port(port, 200).await;
+        support::tls::wait_for_port(port, 200).await;
         let mut secretive = incoming();
         secretive["metadata"]["annotations"]["team/api-key"] = json!(MARKER);
         secretive["spec"]["template"]["spec"]["containers"][0]["env"] =

@@ -263,7 +263,7 @@ pub async fn send_raw_hello(addr: std::net::SocketAddr, hello: &[u8]) -> HelloAn
 
 /// Waits (up to `tries` x 50 ms) until something accepts TCP connections on
 /// loopback `port`: a `serve` process started by a test is listening.
-pub async fn wait_for_port(port: u16, tries: usize) -> std::net::SocketAddr {
+pub async fn wait_for_port(port: u16, tries: usize) {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..tries {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -271,5 +271,4 @@ pub async fn wait_for_port(port: u16, tries: usize) -> std::net::SocketAddr {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    addr
 }
