@@ -25,7 +25,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Where to send and what to expect.
+/// Where to send and what to expect (cheap to clone: the bodies are shared).
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub addr: std::net::SocketAddr,
@@ -233,12 +234,7 @@ pub async fn closed_loop(
     let mut tasks = Vec::new();
     for (w, mut conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
-        let t = Target {
-            name: target.name.clone(),
-            addr: target.addr,
-            bodies: target.bodies.clone(),
-            expected: target.expected.clone(),
-        };
+        let t = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let mut ok = 0u64;
@@ -315,12 +311,7 @@ pub async fn open_loop(
     let mut tasks = Vec::new();
     for mut conn in conns {
         let (shared, rx) = (shared.clone(), rx.clone());
-        let t = Target {
-            name: target.name.clone(),
-            addr: target.addr,
-            bodies: target.bodies.clone(),
-            expected: target.expected.clone(),
-        };
+        let t = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
             let mut ok = 0u64;
