@@ -266,19 +266,17 @@ impl Caches {
     /// Cached Servers of `ns` whose `spec.serverConfig` is `config_name`.
     pub fn servers_using(&self, ns: &str, config_name: &str) -> Vec<Server> {
         // Servers are small: keep them parsed (the sync loop asks often).
-        let mut out = Vec::new();
-        for o in self.servers.stores.iter().flat_map(|s| s.state()) {
-            if o.metadata.namespace.as_deref() != Some(ns) {
-                continue;
-            }
-            let parsed = parse_cached(&self.servers, &o, Server::from_value);
-            if let Ok(server) = parsed.as_ref() {
-                if server.server_config == config_name {
-                    out.push(server.clone());
-                }
-            }
-        }
-        out
+        self.servers
+            .stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|o| parse_cached(&self.servers, &o, Server::from_value))
+            .collect::<Vec<_>>()
+            .iter()
+            .filter_map(|r| r.as_ref().as_ref().ok())
+            .filter(|s| s.meta.namespace == ns && s.server_config == config_name)
+            .cloned()
+            .collect()
     }
 
     /// The Server `ns/name` from the cache only.
