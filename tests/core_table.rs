@@ -769,3 +769,67 @@ fn update_keeps_the_stored_claim_templates() {
         );
     }
 }
+
+#[test]
+fn the_patch_writes_only_the_fields_that_differ() {
+    // (controller namespace config, what may be written under the pod spec)
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        ("platform images", ctl_platform("mlserver"), &["image"]),
+        (
+            "platform images, triton",
+            ctl_platform("triton"),
+            &["image"],
+        ),
+    ];
+    for (name, ctl, pod_spec_leaves) in cases {
+        let real = ctl["spec"]["podSpec"]["containers"][2]["name"]
+            .as_str()
+            .unwrap_or("mlserver")
+            .to_string();
+        let team = real_server_config(&real, APP, "mlserver-config", team_image);
+        let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+        let incoming = controller_statefulset(&srv, &ctl);
+        let run = admit(
+            Operation::Create,
+            &incoming,
+            Some(&srv),
+            Some(&team),
+            Some(&ctl),
+            &settings(OnMissing::Auto),
+        );
+        let Decision::Patched { patch, .. } = &run.decision else {
+            panic!("case {name}: not patched: {:?}", run.decision);
+        };
+        let paths: Vec<String> = patch.0.iter().map(|op| op.path().to_string()).collect();
+        for p in &paths {
+            if let Some(rest) = p.strip_prefix("/spec/template/spec") {
+                let leaf = rest.rsplit('/').next().unwrap_or("");
+                assert!(
+                    pod_spec_leaves.contains(&leaf),
+                    "case {name}: op {p} writes more than {pod_spec_leaves:?}"
+                );
+            }
+        }
+        assert!(
+            paths.iter().any(|p| p.ends_with("/image")),
+            "case {name}: no image op in {paths:?}"
+        );
+        let encoded = serde_json::to_string(patch).unwrap_or_default();
+        assert!(
+            !encoded.contains("seldon.io/last-applied")
+                && !encoded.contains("seldon.io~1last-applied"),
+            "case {name}: the patch carries the controller's last-applied copy: {encoded}"
+        );
+        assert!(
+            encoded.len() * 4 < serde_json::to_string(&incoming).unwrap_or_default().len(),
+            "case {name}: patch of {} bytes is not small: {encoded}",
+            encoded.len()
+        );
+        // Applied, it is what the controller builds from the team's config.
+        let want = controller_statefulset(&srv, &team);
+        assert_eq!(
+            run.object["spec"]["template"]["spec"], want["spec"]["template"]["spec"],
+            "case {name}"
+        );
+    }
+}
