@@ -66,7 +66,7 @@ async fn start_with(limits: Limits, client_ca: Option<std::path::PathBuf>) -> Ru
     let generated = pair();
     let secret = SecretDir::new(tmp.path(), &generated.cert, &generated.key);
     let metrics = Arc::new(Metrics::new());
-    let objects = cached_objects()
+    let objects: Vec<kube::core::DynamicObject> = cached_objects()
         .into_iter()
         .map(|v| serde_json::from_value(v).expect("cached object"))
         .collect();

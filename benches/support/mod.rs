@@ -164,11 +164,11 @@ pub fn dynamic(object: Value) -> DynamicObject {
 
 /// The handler with caches pre-filled from `objects` (no API server).
 pub fn admission(objects: Vec<Value>) -> Admission {
-    admission_from(objects.into_iter().map(dynamic).collect())
+    admission_from(objects.into_iter().map(dynamic))
 }
 
 /// [`admission`] from objects already converted with [`dynamic`].
-pub fn admission_from(objects: Vec<DynamicObject>) -> Admission {
+pub fn admission_from(objects: impl IntoIterator<Item = DynamicObject>) -> Admission {
     let metrics = Arc::new(Metrics::new());
     Admission {
         desired: Default::default(),

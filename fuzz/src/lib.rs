@@ -121,8 +121,7 @@ pub fn admission() -> &'static (Admission, tokio::runtime::Runtime) {
         let metrics = Arc::new(Metrics::new());
         let objects = objects()
             .into_iter()
-            .map(|v| serde_json::from_value(v).expect("fixture objects are DynamicObjects"))
-            .collect();
+            .map(|v| serde_json::from_value(v).expect("fixture objects are DynamicObjects"));
         let caches = Caches::from_objects(objects, metrics.clone());
         let admission = Admission {
             settings: Settings {

@@ -1,15 +1,18 @@
 //! Watch-backed caches of Servers and ServerConfigs (`kube::runtime`
-//! reflectors, `managedFields` stripped), and the lookups the admission
-//! handler needs: cache first, one direct GET on a miss.
+//! watchers feeding compact [`store::Store`]s), and the lookups the
+//! admission handler needs: cache first, one direct GET on a miss.
+
+mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
+
+use store::{Entry, Relist, Store};
 
 use crate::core::model::{ModelError, Server, ServerConfig};
 use crate::metrics::{KindLabels, Metrics};
@@ -51,29 +54,51 @@ impl Namespaces {
 
 /// (namespace, name) -> (resourceVersion, parsed object), bounded: parsed
 /// ServerConfigs hold pod-spec trees, so only the ones in use are kept.
-type Parsed<T> = quick_cache::sync::Cache<(String, String), (String, Arc<Result<T, ModelError>>)>;
+type Parsed<T> = quick_cache::sync::Cache<(String, String), (Box<str>, Arc<Result<T, ModelError>>)>;
 
 /// Parsed Servers kept (small objects; the sync loop scans them all).
-const PARSED_SERVERS: usize = 65_536;
+const PARSED_SERVERS: usize = 4_096;
 /// Parsed ServerConfigs kept: those the workloads being written now use.
-const PARSED_CONFIGS: usize = 512;
+const PARSED_CONFIGS: usize = 64;
+/// Objects per page of a watch's list: a page is decoded into full JSON
+/// trees before it is compacted, so its size sets the list's peak memory.
+const LIST_PAGE_SIZE: u32 = 100;
 
-/// One kind's reflector stores plus a parse cache keyed by resourceVersion.
+/// One kind's stores (one per watched namespace, or one for all) plus a
+/// parse cache keyed by resourceVersion.
 struct KindCache<T> {
     kind: &'static str,
     resource: ApiResource,
-    stores: Vec<Store<DynamicObject>>,
+    stores: Vec<Arc<Store>>,
     parsed: Parsed<T>,
 }
 
 impl<T> KindCache<T> {
-    fn find(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        let key = ObjectRef::new_with(name, self.resource.clone()).within(ns);
-        self.stores.iter().find_map(|s| s.get(&key))
+    fn new(
+        kind: &'static str,
+        resource: ApiResource,
+        stores: Vec<Arc<Store>>,
+        parsed: usize,
+    ) -> Self {
+        KindCache {
+            kind,
+            resource,
+            stores,
+            parsed: Parsed::new(parsed),
+        }
+    }
+
+    fn find(&self, ns: &str, name: &str) -> Option<Arc<Entry>> {
+        self.stores.iter().find_map(|s| s.get(ns, name))
     }
 
     fn len(&self) -> usize {
-        self.stores.iter().map(|s| s.state().len()).sum()
+        self.stores.iter().map(|s| s.len()).sum()
+    }
+
+    /// Every entry of `ns` (all with `None`) as (namespace, name, entry).
+    fn list(&self, ns: Option<&str>) -> Vec<(String, String, Arc<Entry>)> {
+        self.stores.iter().flat_map(|s| s.list(ns)).collect()
     }
 }
 
@@ -92,55 +117,36 @@ pub struct Caches {
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-fn start_reflector(
+fn start_watch(
     client: &Client,
     resource: &ApiResource,
     ns: Option<&str>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> (
-    Store<DynamicObject>,
+    Arc<Store>,
     impl futures::Future<Output = ()> + Send + 'static,
 ) {
     let api: Api<DynamicObject> = match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
         None => Api::all_with(client.clone(), resource),
     };
-    let writer = reflector::store::Writer::new(resource.clone());
-    let reader = writer.as_reader();
-    // Default list semantic: paged (500 a page) rather than one body of
-    // every object at once, so the initial list's peak stays small.
-    let stream = watcher(api, watcher::Config::default())
+    let store = Arc::new(Store::default());
+    let writer = store.clone();
+    let mut relist: Relist = None;
+    let stream = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
         .default_backoff()
-        .modify(compact)
-        .reflect(writer)
         .for_each(move |event| {
             match event {
-                Ok(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
+                Ok(event) => {
+                    writer.apply(event, &mut relist);
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
                 Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
             }
             futures::future::ready(())
         });
-    (reader, stream)
+    (store, stream)
 }
-
-/// What the caches keep of an object, to keep memory bounded: no
-/// `managedFields` (often larger than the spec), no `status`, no kubectl
-/// last-applied copy (a second copy of the object; never copied into a
-/// workload), and the rest of the body as one compact JSON string instead
-/// of a `serde_json::Value` tree, which takes about 20 times the bytes in
-/// small allocations. It is parsed again only when looked up.
-fn compact(o: &mut DynamicObject) {
-    o.managed_fields_mut().clear();
-    o.annotations_mut().remove(LAST_APPLIED);
-    if let serde_json::Value::Object(data) = &mut o.data {
-        data.remove("status");
-        o.data =
-            serde_json::Value::String(serde_json::Value::Object(std::mem::take(data)).to_string());
-    }
-}
-
-/// kubectl's client-side apply annotation.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl Caches {
     /// Starts the reflectors: Servers and ServerConfigs in the watched
@@ -163,8 +169,7 @@ impl Caches {
                 namespaces_for_kind.push(Some(controller_namespace.to_string()));
             }
             for ns in namespaces_for_kind {
-                let (store, fut) =
-                    start_reflector(&client, resource, ns.as_deref(), changes.clone());
+                let (store, fut) = start_watch(&client, resource, ns.as_deref(), changes.clone());
                 stores.push(store);
                 tasks.push(tokio::spawn(fut));
             }
@@ -174,18 +179,13 @@ impl Caches {
         let config_stores = make(&server_config_resource(), true);
         let caches = Arc::new(Caches {
             client: Some(client),
-            servers: KindCache {
-                kind: "Server",
-                resource: server_resource(),
-                stores: server_stores,
-                parsed: Parsed::new(PARSED_SERVERS),
-            },
-            configs: KindCache {
-                kind: "ServerConfig",
-                resource: server_config_resource(),
-                stores: config_stores,
-                parsed: Parsed::new(PARSED_CONFIGS),
-            },
+            servers: KindCache::new("Server", server_resource(), server_stores, PARSED_SERVERS),
+            configs: KindCache::new(
+                "ServerConfig",
+                server_config_resource(),
+                config_stores,
+                PARSED_CONFIGS,
+            ),
             ready: AtomicBool::new(false),
             metrics,
             changes,
@@ -198,9 +198,7 @@ impl Caches {
                 .iter()
                 .chain(waiter.configs.stores.iter())
             {
-                if s.wait_until_ready().await.is_err() {
-                    return;
-                }
+                s.wait_until_ready().await;
             }
             waiter.ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
@@ -210,45 +208,43 @@ impl Caches {
 
     /// Caches pre-filled with these objects and no API server behind them:
     /// for tests and benchmarks of the HTTP shell, where a miss is final.
-    pub fn from_objects(objects: Vec<DynamicObject>, metrics: Arc<Metrics>) -> Arc<Caches> {
-        let fill = |resource: ApiResource| {
-            let mut writer = reflector::store::Writer::new(resource.clone());
-            let reader = writer.as_reader();
-            writer.apply_watcher_event(&watcher::Event::Init);
-            for o in objects
-                .iter()
-                .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == resource.kind))
-            {
-                let mut o = o.clone();
-                compact(&mut o);
-                writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    pub fn from_objects(
+        objects: impl IntoIterator<Item = DynamicObject>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Caches> {
+        // One pass, each object compacted as it comes: callers may stream
+        // objects that would not fit in memory all at once.
+        let (servers, configs) = (Arc::new(Store::default()), Arc::new(Store::default()));
+        let (mut server_list, mut config_list): (Relist, Relist) = (None, None);
+        servers.apply(watcher::Event::Init, &mut server_list);
+        configs.apply(watcher::Event::Init, &mut config_list);
+        for o in objects {
+            match o.types.as_ref().map(|t| t.kind.as_str()) {
+                Some("Server") => servers.apply(watcher::Event::InitApply(o), &mut server_list),
+                Some("ServerConfig") => {
+                    configs.apply(watcher::Event::InitApply(o), &mut config_list)
+                }
+                _ => {}
             }
-            writer.apply_watcher_event(&watcher::Event::InitDone);
-            (reader, writer)
-        };
-        let (servers, _sw) = fill(server_resource());
-        let (configs, _cw) = fill(server_config_resource());
+        }
+        servers.apply(watcher::Event::InitDone, &mut server_list);
+        configs.apply(watcher::Event::InitDone, &mut config_list);
         Arc::new(Caches {
             client: None,
-            servers: KindCache {
-                kind: "Server",
-                resource: server_resource(),
-                stores: vec![servers],
-                parsed: Parsed::new(PARSED_SERVERS),
-            },
-            configs: KindCache {
-                kind: "ServerConfig",
-                resource: server_config_resource(),
-                stores: vec![configs],
-                parsed: Parsed::new(PARSED_CONFIGS),
-            },
+            servers: KindCache::new("Server", server_resource(), vec![servers], PARSED_SERVERS),
+            configs: KindCache::new(
+                "ServerConfig",
+                server_config_resource(),
+                vec![configs],
+                PARSED_CONFIGS,
+            ),
             ready: AtomicBool::new(true),
             metrics,
             changes: Arc::new(tokio::sync::watch::channel(0u64).0),
         })
     }
 
-    /// Whether every reflector has finished its initial list.
+    /// Whether every watch has finished its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -265,24 +261,25 @@ impl Caches {
 
     /// Cached Servers of `ns` whose `spec.serverConfig` is `config_name`.
     pub fn servers_using(&self, ns: &str, config_name: &str) -> Vec<Server> {
-        // Servers are small: keep them parsed (the sync loop asks often).
         self.servers
-            .stores
+            .list(Some(ns))
             .iter()
-            .flat_map(|s| s.state())
-            .map(|o| parse_cached(&self.servers, &o, Server::from_value))
-            .collect::<Vec<_>>()
-            .iter()
-            .filter_map(|r| r.as_ref().as_ref().ok())
-            .filter(|s| s.meta.namespace == ns && s.server_config == config_name)
-            .cloned()
+            .map(|(ns, name, e)| parse_cached(&self.servers, ns, name, e, Server::from_value))
+            .filter_map(|r| r.as_ref().as_ref().ok().cloned())
+            .filter(|s| s.server_config == config_name)
             .collect()
     }
 
     /// The Server `ns/name` from the cache only.
     pub fn cached_server(&self, ns: &str, name: &str) -> Lookup<Server> {
-        let obj = self.servers.find(ns, name)?;
-        Some(parse_cached(&self.servers, &obj, Server::from_value))
+        let e = self.servers.find(ns, name)?;
+        Some(parse_cached(
+            &self.servers,
+            ns,
+            name,
+            &e,
+            Server::from_value,
+        ))
     }
 
     /// Refreshes the cache size gauges.
@@ -313,8 +310,14 @@ impl Caches {
     /// The ServerConfig `ns/name` from the cache only (no GET): for the
     /// controller namespace, where a miss is an answer.
     pub fn cached_server_config(&self, ns: &str, name: &str) -> Lookup<ServerConfig> {
-        let obj = self.configs.find(ns, name)?;
-        Some(parse_cached(&self.configs, &obj, ServerConfig::from_value))
+        let e = self.configs.find(ns, name)?;
+        Some(parse_cached(
+            &self.configs,
+            ns,
+            name,
+            &e,
+            ServerConfig::from_value,
+        ))
     }
 
     async fn lookup<T>(
@@ -324,8 +327,8 @@ impl Caches {
         name: &str,
         parse: fn(&serde_json::Value) -> Result<T, ModelError>,
     ) -> Lookup<T> {
-        if let Some(obj) = cache.find(ns, name) {
-            return Some(parse_cached(cache, &obj, parse));
+        if let Some(e) = cache.find(ns, name) {
+            return Some(parse_cached(cache, ns, name, &e, parse));
         }
         cache_miss(self, cache, ns, name, parse).await
     }
@@ -357,46 +360,59 @@ async fn cache_miss<T>(
     }
 }
 
-/// The whole object as JSON, whether its body is [`compact`] or not.
+/// A direct GET's object as JSON.
 fn to_value(obj: &DynamicObject) -> Result<serde_json::Value, ModelError> {
-    let invalid = |e: serde_json::Error| ModelError::Invalid {
-        what: "object",
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-        detail: e.to_string(),
-    };
-    let serde_json::Value::String(body) = &obj.data else {
-        return serde_json::to_value(obj).map_err(invalid);
-    };
-    let mut value: serde_json::Value = serde_json::from_str(body).map_err(invalid)?;
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert(
-            "metadata".into(),
-            serde_json::to_value(&obj.metadata).map_err(invalid)?,
-        );
-        if let Some(t) = &obj.types {
-            map.insert("apiVersion".into(), t.api_version.clone().into());
-            map.insert("kind".into(), t.kind.clone().into());
-        }
-    }
-    Ok(value)
+    serde_json::to_value(obj).map_err(|e| {
+        invalid(
+            obj.namespace().unwrap_or_default(),
+            obj.name_any(),
+            e.to_string(),
+        )
+    })
 }
 
+fn invalid(namespace: String, name: String, detail: String) -> ModelError {
+    ModelError::Invalid {
+        what: "object",
+        namespace,
+        name,
+        detail,
+    }
+}
+
+/// The entry parsed: from the parse cache while its resourceVersion holds.
 fn parse_cached<T>(
     cache: &KindCache<T>,
-    obj: &DynamicObject,
+    ns: &str,
+    name: &str,
+    entry: &Entry,
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
 ) -> Arc<Result<T, ModelError>> {
-    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let rv = obj.resource_version().unwrap_or_default();
+    let key = (ns.to_string(), name.to_string());
     if let Some((seen_rv, parsed)) = cache.parsed.get(&key) {
-        if seen_rv == rv {
+        if seen_rv == entry.resource_version {
             return parsed;
         }
     }
-    let parsed = Arc::new(to_value(obj).and_then(|v| parse(&v)));
-    cache.parsed.insert(key, (rv, parsed.clone()));
+    let parsed = parse_entry(ns, name, entry, parse);
+    cache
+        .parsed
+        .insert(key, (entry.resource_version.clone(), parsed.clone()));
     parsed
+}
+
+fn parse_entry<T>(
+    ns: &str,
+    name: &str,
+    entry: &Entry,
+    parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+) -> Arc<Result<T, ModelError>> {
+    Arc::new(
+        entry
+            .value()
+            .map_err(|e| invalid(ns.to_string(), name.to_string(), e))
+            .and_then(|v| parse(&v)),
+    )
 }
 
 /// Every cached object, parsed. Objects not in the parse cache are parsed
@@ -407,16 +423,13 @@ fn all_parsed<T>(
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
 ) -> Vec<Arc<Result<T, ModelError>>> {
     cache
-        .stores
-        .iter()
-        .flat_map(|s| s.state())
-        .map(|o| {
-            let key = (o.namespace().unwrap_or_default(), o.name_any());
-            let rv = o.resource_version().unwrap_or_default();
-            match cache.parsed.peek(&key) {
-                Some((seen, p)) if seen == rv => p,
-                _ => Arc::new(to_value(&o).and_then(|v| parse(&v))),
-            }
-        })
+        .list(None)
+        .into_iter()
+        .map(
+            |(ns, name, e)| match cache.parsed.peek(&(ns.clone(), name.clone())) {
+                Some((seen, p)) if seen == e.resource_version => p,
+                _ => parse_entry(&ns, &name, &e, parse),
+            },
+        )
         .collect()
 }

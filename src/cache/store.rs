@@ -1,0 +1,241 @@
+//! The objects a watch has delivered, kept small: each one as the
+//! lz4-compressed JSON of the whole object (without `managedFields`,
+//! `status` and kubectl's last-applied copy), indexed by namespace and name.
+//! A `kube::runtime` reflector store keeps every object as a
+//! `DynamicObject` whose body is a `serde_json::Value` tree, about 20 times
+//! its JSON size; at 1,000 namespaces that was most of the process's memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use kube::api::DynamicObject;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+
+/// kubectl's client-side apply annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// One cached object.
+pub struct Entry {
+    /// `metadata.resourceVersion`: parsed forms are reused while it holds.
+    pub resource_version: Box<str>,
+    /// lz4 block (length-prefixed) of the object's compact JSON.
+    body: Box<[u8]>,
+}
+
+impl Entry {
+    /// What the cache keeps of `o`: the server-managed bulk removed, the
+    /// rest compressed.
+    pub fn new(mut o: DynamicObject) -> Result<Entry, serde_json::Error> {
+        o.metadata.managed_fields = None;
+        o.annotations_mut().remove(LAST_APPLIED);
+        if let serde_json::Value::Object(data) = &mut o.data {
+            data.remove("status");
+        }
+        let json = serde_json::to_vec(&o)?;
+        Ok(Entry {
+            resource_version: o.resource_version().unwrap_or_default().into(),
+            body: lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
+        })
+    }
+
+    /// The object as JSON again.
+    pub fn value(&self) -> Result<serde_json::Value, String> {
+        let json = lz4_flex::decompress_size_prepended(&self.body)
+            .map_err(|e| format!("cached object is corrupt: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("cached object is not JSON: {e}"))
+    }
+}
+
+/// namespace -> name -> entry.
+type Objects = HashMap<Box<str>, HashMap<Box<str>, Arc<Entry>>>;
+
+/// One watch's objects, readable while the watch updates them.
+pub struct Store {
+    objects: RwLock<Objects>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            objects: RwLock::new(Objects::new()),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+fn insert(objects: &mut Objects, o: DynamicObject) {
+    let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
+    match Entry::new(o) {
+        Ok(e) => {
+            objects
+                .entry(ns.into())
+                .or_default()
+                .insert(name.into(), Arc::new(e));
+        }
+        // Serialising a decoded object cannot fail; if it ever does, the
+        // object is looked up with a direct GET instead.
+        Err(e) => tracing::warn!(namespace = ns, name, error = %e, "object not cached"),
+    }
+}
+
+impl Store {
+    /// The entry `ns/name`.
+    pub fn get(&self, ns: &str, name: &str) -> Option<Arc<Entry>> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects.get(ns)?.get(name).cloned()
+    }
+
+    /// Every entry of `ns` (all namespaces with `None`), with its name.
+    pub fn list(&self, ns: Option<&str>) -> Vec<(String, String, Arc<Entry>)> {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects
+            .iter()
+            .filter(|(n, _)| ns.is_none_or(|want| want == &***n))
+            .flat_map(|(n, by_name)| {
+                by_name
+                    .iter()
+                    .map(|(name, e)| (n.to_string(), name.to_string(), e.clone()))
+            })
+            .collect()
+    }
+
+    /// How many objects are cached.
+    pub fn len(&self) -> usize {
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        objects.values().map(HashMap::len).sum()
+    }
+
+    /// Waits until the first full list has been stored.
+    pub async fn wait_until_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives as long as the store (and so as `self`).
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Applies a watch event. `buffer` holds a relist in progress, which
+    /// replaces the objects as a whole when it is complete.
+    pub fn apply(&self, event: watcher::Event<DynamicObject>, buffer: &mut Option<Objects>) {
+        let write = || self.objects.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => *buffer = Some(Objects::new()),
+            watcher::Event::InitApply(o) => insert(buffer.get_or_insert_with(Objects::new), o),
+            watcher::Event::InitDone => {
+                *write() = buffer.take().unwrap_or_default();
+                self.ready.send_replace(true);
+            }
+            watcher::Event::Apply(o) => insert(&mut write(), o),
+            watcher::Event::Delete(o) => {
+                let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
+                let mut objects = write();
+                if let Some(by_name) = objects.get_mut(ns.as_str()) {
+                    by_name.remove(name.as_str());
+                    if by_name.is_empty() {
+                        objects.remove(ns.as_str());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A relist in progress (see [`Store::apply`]).
+pub type Relist = Option<Objects>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(ns: &str, name: &str, rv: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Server",
+            "metadata": {"namespace": ns, "name": name, "resourceVersion": rv,
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
+                "annotations": {LAST_APPLIED: "{}", "keep": "me"}},
+            "spec": {"serverConfig": "mlserver"},
+            "status": {"replicas": 1}
+        }))
+        .expect("fixture object")
+    }
+
+    #[test]
+    fn entries_keep_the_object_without_the_server_managed_bulk() {
+        let e = Entry::new(object("a", "s", "7")).expect("entry");
+        let v = e.value().expect("value");
+        assert_eq!(&*e.resource_version, "7");
+        assert_eq!(v["spec"], json!({"serverConfig": "mlserver"}));
+        assert_eq!(v["metadata"]["annotations"], json!({"keep": "me"}));
+        assert!(v["metadata"].get("managedFields").is_none());
+        assert!(v.get("status").is_none());
+    }
+
+    #[test]
+    fn watch_events_update_the_store() {
+        type Step = (
+            watcher::Event<DynamicObject>,
+            &'static [(&'static str, &'static str, &'static str)],
+        );
+        let steps: Vec<Step> = vec![
+            (watcher::Event::Init, &[]),
+            (watcher::Event::InitApply(object("a", "s", "1")), &[]),
+            (watcher::Event::InitApply(object("b", "s", "2")), &[]),
+            (
+                watcher::Event::InitDone,
+                &[("a", "s", "1"), ("b", "s", "2")],
+            ),
+            (
+                watcher::Event::Apply(object("a", "s", "3")),
+                &[("a", "s", "3"), ("b", "s", "2")],
+            ),
+            (
+                watcher::Event::Delete(object("b", "s", "2")),
+                &[("a", "s", "3")],
+            ),
+            // A relist replaces everything once complete, not before.
+            (watcher::Event::Init, &[("a", "s", "3")]),
+            (
+                watcher::Event::InitApply(object("c", "t", "9")),
+                &[("a", "s", "3")],
+            ),
+            (watcher::Event::InitDone, &[("c", "t", "9")]),
+        ];
+        let store = Store::default();
+        let mut relist = None;
+        for (i, (event, want)) in steps.into_iter().enumerate() {
+            store.apply(event, &mut relist);
+            let mut got: Vec<(String, String, String)> = store
+                .list(None)
+                .into_iter()
+                .map(|(ns, name, e)| (ns, name, e.resource_version.to_string()))
+                .collect();
+            got.sort();
+            let want: Vec<(String, String, String)> = want
+                .iter()
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                .collect();
+            assert_eq!(got, want, "step {i}");
+            assert_eq!(store.len(), want.len(), "step {i}");
+            for (ns, name, rv) in &want {
+                let e = store.get(ns, name).expect("present");
+                assert_eq!(&*e.resource_version, rv.as_str(), "step {i}");
+            }
+        }
+        assert!(store.get("a", "s").is_none());
+        assert_eq!(store.list(Some("c")).len(), 1);
+        assert!(store.list(Some("a")).is_empty());
+    }
+
+    #[test]
+    fn ready_after_the_first_full_list() {
+        let store = Store::default();
+        let mut relist = None;
+        assert!(!*store.ready.borrow());
+        store.apply(watcher::Event::Init, &mut relist);
+        assert!(!*store.ready.borrow());
+        store.apply(watcher::Event::InitDone, &mut relist);
+        assert!(*store.ready.borrow());
+        futures::executor::block_on(store.wait_until_ready());
+    }
+}
