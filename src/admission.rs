@@ -28,10 +28,10 @@ pub struct Admission {
 }
 
 /// How many desired workloads [`DesiredCache`] keeps: the Servers whose
-/// workloads the controller is writing now. Each entry holds two pod-spec
-/// trees, so keeping one per Server made memory grow with the cluster; a
-/// miss only recomputes [`desired`].
-pub const DESIRED_CACHE_CAPACITY: usize = 256;
+/// workloads the controller is writing now (a create and the updates that
+/// follow it). Each entry holds two pod-spec trees, about 150 KiB, so 256
+/// entries were 40 MiB; a miss only recomputes [`desired`].
+pub const DESIRED_CACHE_CAPACITY: usize = 32;
 
 /// Bounded cache of [`desired`] results, keyed by (namespace, Server name)
 /// and valid for one (Server, ServerConfig) version.

@@ -56,10 +56,14 @@ impl Namespaces {
 /// ServerConfigs hold pod-spec trees, so only the ones in use are kept.
 type Parsed<T> = quick_cache::sync::Cache<(String, String), (Box<str>, Arc<Result<T, ModelError>>)>;
 
-/// Parsed Servers kept (small objects; the sync loop scans them all).
-const PARSED_SERVERS: usize = 4_096;
+/// Parsed Servers kept. A miss costs a few microseconds (a Server is a
+/// few hundred bytes of JSON), so only recent ones are kept.
+const PARSED_SERVERS: usize = 512;
 /// Parsed ServerConfigs kept: those the workloads being written now use.
-const PARSED_CONFIGS: usize = 64;
+/// Each is a pod-spec tree of about 60 KiB (`serde_json` maps are B-trees),
+/// so the cap is what keeps memory flat as namespaces grow (issue 6:
+/// 1,000 namespaces x 3 in 32 MiB).
+const PARSED_CONFIGS: usize = 16;
 /// Objects per page of a watch's list: a page is decoded into full JSON
 /// trees before it is compacted, so its size sets the list's peak memory.
 const LIST_PAGE_SIZE: u32 = 100;
