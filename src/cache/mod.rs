@@ -153,7 +153,7 @@ fn start_watch(
 }
 
 impl Caches {
-    /// Starts the reflectors: Servers and ServerConfigs in the watched
+    /// Starts the watches: Servers and ServerConfigs in the watched
     /// namespaces, plus ServerConfigs of the controller namespace.
     pub fn start(
         client: Client,
