@@ -96,6 +96,17 @@ impl<T> KindCache<T> {
         self.stores.iter().find_map(|s| s.get(ns, name))
     }
 
+    /// `ns/name` from the stores only, parsed.
+    fn cached(
+        &self,
+        ns: &str,
+        name: &str,
+        parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+    ) -> Lookup<T> {
+        let e = self.find(ns, name)?;
+        Some(parse_cached(self, ns, name, &e, parse))
+    }
+
     fn len(&self) -> usize {
         self.stores.iter().map(|s| s.len()).sum()
     }
@@ -181,19 +192,7 @@ impl Caches {
         };
         let server_stores = make(&server_resource(), false);
         let config_stores = make(&server_config_resource(), true);
-        let caches = Arc::new(Caches {
-            client: Some(client),
-            servers: KindCache::new("Server", server_resource(), server_stores, PARSED_SERVERS),
-            configs: KindCache::new(
-                "ServerConfig",
-                server_config_resource(),
-                config_stores,
-                PARSED_CONFIGS,
-            ),
-            ready: AtomicBool::new(false),
-            metrics,
-            changes,
-        });
+        let caches = Caches::new(Some(client), server_stores, config_stores, metrics, changes);
         let waiter = caches.clone();
         tasks.push(tokio::spawn(async move {
             for s in waiter
@@ -233,18 +232,37 @@ impl Caches {
         }
         servers.apply(watcher::Event::InitDone, &mut server_list);
         configs.apply(watcher::Event::InitDone, &mut config_list);
+        let caches = Caches::new(
+            None,
+            vec![servers],
+            vec![configs],
+            metrics,
+            Arc::new(tokio::sync::watch::channel(0u64).0),
+        );
+        caches.ready.store(true, Ordering::SeqCst);
+        caches
+    }
+
+    /// Caches over these stores, not yet ready.
+    fn new(
+        client: Option<Client>,
+        server_stores: Vec<Arc<Store>>,
+        config_stores: Vec<Arc<Store>>,
+        metrics: Arc<Metrics>,
+        changes: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> Arc<Caches> {
         Arc::new(Caches {
-            client: None,
-            servers: KindCache::new("Server", server_resource(), vec![servers], PARSED_SERVERS),
+            client,
+            servers: KindCache::new("Server", server_resource(), server_stores, PARSED_SERVERS),
             configs: KindCache::new(
                 "ServerConfig",
                 server_config_resource(),
-                vec![configs],
+                config_stores,
                 PARSED_CONFIGS,
             ),
-            ready: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
             metrics,
-            changes: Arc::new(tokio::sync::watch::channel(0u64).0),
+            changes,
         })
     }
 
@@ -276,14 +294,7 @@ impl Caches {
 
     /// The Server `ns/name` from the cache only.
     pub fn cached_server(&self, ns: &str, name: &str) -> Lookup<Server> {
-        let e = self.servers.find(ns, name)?;
-        Some(parse_cached(
-            &self.servers,
-            ns,
-            name,
-            &e,
-            Server::from_value,
-        ))
+        self.servers.cached(ns, name, Server::from_value)
     }
 
     /// Refreshes the cache size gauges.
@@ -314,14 +325,7 @@ impl Caches {
     /// The ServerConfig `ns/name` from the cache only (no GET): for the
     /// controller namespace, where a miss is an answer.
     pub fn cached_server_config(&self, ns: &str, name: &str) -> Lookup<ServerConfig> {
-        let e = self.configs.find(ns, name)?;
-        Some(parse_cached(
-            &self.configs,
-            ns,
-            name,
-            &e,
-            ServerConfig::from_value,
-        ))
+        self.configs.cached(ns, name, ServerConfig::from_value)
     }
 
     async fn lookup<T>(
@@ -331,10 +335,10 @@ impl Caches {
         name: &str,
         parse: fn(&serde_json::Value) -> Result<T, ModelError>,
     ) -> Lookup<T> {
-        if let Some(e) = cache.find(ns, name) {
-            return Some(parse_cached(cache, ns, name, &e, parse));
+        match cache.cached(ns, name, parse) {
+            Some(found) => Some(found),
+            None => cache_miss(self, cache, ns, name, parse).await,
         }
-        cache_miss(self, cache, ns, name, parse).await
     }
 }
 

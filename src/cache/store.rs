@@ -74,9 +74,14 @@ fn insert(objects: &mut Objects, o: DynamicObject) {
                 .or_default()
                 .insert(name.into(), Arc::new(e));
         }
-        // Serialising a decoded object cannot fail; if it ever does, the
-        // object is looked up with a direct GET instead.
-        Err(e) => tracing::warn!(namespace = ns, name, error = %e, "object not cached"),
+        // Serialising a decoded object cannot fail; if it ever does, no
+        // stale copy is kept: the object is looked up with a direct GET.
+        Err(e) => {
+            if let Some(by_name) = objects.get_mut(ns.as_str()) {
+                by_name.remove(name.as_str());
+            }
+            tracing::warn!(namespace = ns, name, error = %e, "object not cached");
+        }
     }
 }
 
@@ -90,15 +95,19 @@ impl Store {
     /// Every entry of `ns` (all namespaces with `None`), with its name.
     pub fn list(&self, ns: Option<&str>) -> Vec<(String, String, Arc<Entry>)> {
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        objects
-            .iter()
-            .filter(|(n, _)| ns.is_none_or(|want| want == &***n))
-            .flat_map(|(n, by_name)| {
+        let mut out = Vec::new();
+        let namespaces: Box<dyn Iterator<Item = _>> = match ns {
+            Some(ns) => Box::new(objects.get_key_value(ns).into_iter()),
+            None => Box::new(objects.iter()),
+        };
+        for (n, by_name) in namespaces {
+            out.extend(
                 by_name
                     .iter()
-                    .map(|(name, e)| (n.to_string(), name.to_string(), e.clone()))
-            })
-            .collect()
+                    .map(|(name, e)| (n.to_string(), name.to_string(), e.clone())),
+            );
+        }
+        out
     }
 
     /// How many objects are cached.
