@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -330,4 +333,66 @@ contexts:
 current-context: e2e
 `, server, caFile, user, c.Cert, c.Key, user)
 	return os.WriteFile(path, []byte(s), 0o600)
+}
+
+// WaitControllerManagerCaughtUp waits until kube-controller-manager acts on
+// new objects again after a kube-apiserver outage: its informers reconnect
+// with client-go's backoff (0.8 s doubling to 30 s, jittered up to 2x), so
+// for up to a minute after the API server is back a new StatefulSet gets no
+// Pod. A canary StatefulSet (with a claim template, outside the webhook's
+// scope: no Seldon owner) must get its Pod and a status that counts it;
+// it is then deleted. Scenarios that restart kube-apiserver call this so
+// the next scenario does not inherit the controller manager's backoff.
+func (cp *ControlPlane) WaitControllerManagerCaughtUp(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	t0 := time.Now()
+	const ns = "default"
+	name := fmt.Sprintf("kcm-canary-%d", t0.UnixNano()%1_000_000)
+	labels := map[string]string{"app": name}
+	one := int32(1)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:    &one,
+			ServiceName: name,
+			Selector:    &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "canary", Image: "harbor.test/canary:1"}}},
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")}},
+				},
+			}},
+		},
+	}
+	apps := cp.Kube.AppsV1().StatefulSets(ns)
+	if _, err := apps.Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		return 0, fmt.Errorf("kube-controller-manager canary: %w", err)
+	}
+	defer func() {
+		bg := metav1.DeletePropagationBackground
+		_ = apps.Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: &bg})
+		_ = cp.Kube.CoreV1().Pods(ns).Delete(context.Background(), name+"-0", metav1.DeleteOptions{})
+		_ = cp.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), "data-"+name+"-0", metav1.DeleteOptions{})
+	}()
+	err := poll(timeout, func() error {
+		if _, err := cp.Kube.CoreV1().Pods(ns).Get(ctx, name+"-0", metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("no Pod yet: %w", err)
+		}
+		got, err := apps.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if got.Status.ObservedGeneration != got.Generation || got.Status.Replicas != 1 {
+			return fmt.Errorf("status: observed generation %d of %d, %d replicas", got.Status.ObservedGeneration, got.Generation, got.Status.Replicas)
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Since(t0), fmt.Errorf("kube-controller-manager did not act on canary StatefulSet %s/%s within %v: %w", ns, name, timeout, err)
+	}
+	return time.Since(t0), nil
 }

@@ -109,6 +109,13 @@ func scenarioFaultAPIServer(ctx context.Context, s *Suite) error {
 	s.r.Check(checkName(sc, "baseline-change-seen"), err == nil, "a ServerConfig change reached the webhook's cache %s after it was written (healthy watch) %v", base.Round(time.Millisecond), err)
 
 	const down = 10 * time.Second
+	// runs last, after the API server is back: the next scenario must not
+	// inherit kube-controller-manager's reconnect backoff
+	defer func() {
+		took, err := s.cp.WaitControllerManagerCaughtUp(context.Background(), 120*time.Second)
+		s.r.Check(checkName(sc, "controller-manager-caught-up"), err == nil,
+			"kube-controller-manager gave a new StatefulSet its Pod %s after the scenario's last restart %v", secs(took), err)
+	}()
 	tDown := time.Now()
 	s.cp.StopAPIServer()
 	restarted := false
