@@ -4,9 +4,14 @@
 //! A `kube::runtime` reflector store keeps every object as a
 //! `DynamicObject` whose body is a `serde_json::Value` tree, about 20 times
 //! its JSON size; at 1,000 namespaces that was most of the process's memory.
+//!
+//! Teams' ServerConfigs are mostly copies of the stock ones with other
+//! images, so each store compresses against a dictionary made of the first
+//! few objects that did not compress well against it: a copy then takes a
+//! few hundred bytes instead of a few KiB.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
@@ -21,29 +26,66 @@ pub struct Entry {
     pub resource_version: Box<str>,
     /// lz4 block (length-prefixed) of the object's compact JSON.
     body: Box<[u8]>,
+    /// The dictionary `body` was compressed against.
+    dict: Arc<[u8]>,
 }
 
 impl Entry {
     /// What the cache keeps of `o`: the server-managed bulk removed, the
-    /// rest compressed.
-    pub fn new(mut o: DynamicObject) -> Result<Entry, serde_json::Error> {
+    /// rest compressed against `dict`. Also returns the compact JSON, for
+    /// the dictionary to learn from.
+    fn new(mut o: DynamicObject, dict: &Dictionary) -> Result<(Entry, Vec<u8>), serde_json::Error> {
         o.metadata.managed_fields = None;
-        o.annotations_mut().remove(LAST_APPLIED);
+        if let Some(a) = &mut o.metadata.annotations {
+            a.remove(LAST_APPLIED);
+        }
         if let serde_json::Value::Object(data) = &mut o.data {
             data.remove("status");
         }
         let json = serde_json::to_vec(&o)?;
-        Ok(Entry {
+        let body = lz4_flex::block::compress_prepend_size_with_dict(&json, &dict.bytes);
+        let entry = Entry {
             resource_version: o.resource_version().unwrap_or_default().into(),
-            body: lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
-        })
+            body: body.into_boxed_slice(),
+            dict: dict.bytes.clone(),
+        };
+        Ok((entry, json))
     }
 
     /// The object as JSON again.
     pub fn value(&self) -> Result<serde_json::Value, String> {
-        let json = lz4_flex::decompress_size_prepended(&self.body)
+        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.body, &self.dict)
             .map_err(|e| format!("cached object is corrupt: {e}"))?;
         serde_json::from_slice(&json).map_err(|e| format!("cached object is not JSON: {e}"))
+    }
+}
+
+/// The most a dictionary holds: lz4 only looks back 64 KiB.
+const DICTIONARY_MAX_BYTES: usize = 60 * 1024;
+/// How many objects a dictionary learns from: each one makes a new version,
+/// which the entries compressed against the old one keep alive.
+const DICTIONARY_MAX_PARTS: usize = 8;
+
+/// A store's compression dictionary: the JSON of the first objects that
+/// compressed worse than 1:16 against it, concatenated.
+#[derive(Default)]
+struct Dictionary {
+    bytes: Arc<[u8]>,
+    parts: usize,
+}
+
+impl Dictionary {
+    /// Learns from `json` (compressed to `compressed` bytes against the
+    /// current dictionary) if it was mostly new and there is room.
+    fn learn(&mut self, json: &[u8], compressed: usize) {
+        let novel = compressed * 16 > json.len();
+        if novel
+            && self.parts < DICTIONARY_MAX_PARTS
+            && self.bytes.len() + json.len() <= DICTIONARY_MAX_BYTES
+        {
+            self.bytes = [&self.bytes[..], json].concat().into();
+            self.parts += 1;
+        }
     }
 }
 
@@ -54,6 +96,7 @@ type Objects = HashMap<Box<str>, HashMap<Box<str>, Arc<Entry>>>;
 pub struct Store {
     objects: RwLock<Objects>,
     ready: tokio::sync::watch::Sender<bool>,
+    dictionary: Mutex<Dictionary>,
 }
 
 impl Default for Store {
@@ -61,13 +104,19 @@ impl Default for Store {
         Store {
             objects: RwLock::new(Objects::new()),
             ready: tokio::sync::watch::channel(false).0,
+            dictionary: Mutex::new(Dictionary::default()),
         }
     }
 }
 
-fn insert(objects: &mut Objects, o: DynamicObject) {
+fn insert(objects: &mut Objects, o: DynamicObject, dictionary: &Mutex<Dictionary>) {
     let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
-    match Entry::new(o) {
+    let mut dictionary = dictionary.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = Entry::new(o, &dictionary).map(|(e, json)| {
+        dictionary.learn(&json, e.body.len());
+        e
+    });
+    match entry {
         Ok(e) => {
             objects
                 .entry(ns.into())
@@ -129,12 +178,14 @@ impl Store {
         let write = || self.objects.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => *buffer = Some(Objects::new()),
-            watcher::Event::InitApply(o) => insert(buffer.get_or_insert_with(Objects::new), o),
+            watcher::Event::InitApply(o) => {
+                insert(buffer.get_or_insert_with(Objects::new), o, &self.dictionary)
+            }
             watcher::Event::InitDone => {
                 *write() = buffer.take().unwrap_or_default();
                 self.ready.send_replace(true);
             }
-            watcher::Event::Apply(o) => insert(&mut write(), o),
+            watcher::Event::Apply(o) => insert(&mut write(), o, &self.dictionary),
             watcher::Event::Delete(o) => {
                 let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
                 let mut objects = write();
@@ -171,13 +222,98 @@ mod tests {
 
     #[test]
     fn entries_keep_the_object_without_the_server_managed_bulk() {
-        let e = Entry::new(object("a", "s", "7")).expect("entry");
+        let (e, _) = Entry::new(object("a", "s", "7"), &Dictionary::default()).expect("entry");
         let v = e.value().expect("value");
         assert_eq!(&*e.resource_version, "7");
         assert_eq!(v["spec"], json!({"serverConfig": "mlserver"}));
         assert_eq!(v["metadata"]["annotations"], json!({"keep": "me"}));
         assert!(v["metadata"].get("managedFields").is_none());
         assert!(v.get("status").is_none());
+    }
+
+    /// The real 2.9.1 ServerConfigs as a team would copy them into its
+    /// namespace: `copies` namespaces x (mlserver, triton), own images.
+    fn team_configs(copies: usize) -> Vec<DynamicObject> {
+        let text = include_str!("../../tests/fixtures/serverconfigs.yaml");
+        let stock: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(text)
+            .map(|d| serde::Deserialize::deserialize(d).expect("fixture YAML"))
+            .collect();
+        let mut out = Vec::new();
+        for i in 0..copies {
+            for sc in &stock {
+                let ns = format!("team-{i}");
+                let text = sc
+                    .to_string()
+                    .replace("docker.io/seldonio", &format!("harbor.test/{ns}"));
+                let mut o: DynamicObject = serde_json::from_str(&text).expect("ServerConfig");
+                o.metadata.namespace = Some(ns);
+                o.metadata.resource_version = Some(format!("{}", 100 + i));
+                o.metadata.uid = Some(format!("uid-{i}-{}", o.name_any()));
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn copies_of_a_config_compress_against_the_dictionary() {
+        let store = Store::default();
+        let mut relist = None;
+        let configs = team_configs(20);
+        let json_len: Vec<usize> = configs
+            .iter()
+            .map(|o| serde_json::to_vec(o).expect("json").len())
+            .collect();
+        store.apply(watcher::Event::Init, &mut relist);
+        for o in configs.clone() {
+            store.apply(watcher::Event::InitApply(o), &mut relist);
+        }
+        store.apply(watcher::Event::InitDone, &mut relist);
+        // every entry reads back as the object it was made from
+        for o in &configs {
+            let e = store
+                .get(&o.namespace().expect("ns"), &o.name_any())
+                .expect("cached");
+            let mut want = serde_json::to_value(o).expect("json");
+            want["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("managedFields");
+            assert_eq!(
+                e.value().expect("value"),
+                want,
+                "{:?}",
+                o.metadata.namespace
+            );
+        }
+        // the first of each kind taught the dictionary; the copies after
+        // them cost a small fraction of their JSON
+        let dictionary = store.dictionary.lock().expect("lock");
+        assert_eq!(dictionary.parts, 2, "mlserver and triton, nothing else");
+        for (o, len) in configs.iter().zip(&json_len).skip(2) {
+            let e = store
+                .get(&o.namespace().expect("ns"), &o.name_any())
+                .expect("cached");
+            assert!(e.body.len() * 20 < *len, "{} of {len} bytes", e.body.len());
+        }
+    }
+
+    #[test]
+    fn the_dictionary_is_bounded() {
+        let mut d = Dictionary::default();
+        for i in 0..100u8 {
+            // incompressible and distinct: always novel
+            let json: Vec<u8> = (0..20_000u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
+                .collect();
+            d.learn(&json, json.len());
+            assert!(d.bytes.len() <= DICTIONARY_MAX_BYTES && d.parts <= DICTIONARY_MAX_PARTS);
+        }
+        assert_eq!(d.parts, DICTIONARY_MAX_BYTES / 20_000);
+        // well-compressed objects are not learnt
+        let mut d = Dictionary::default();
+        d.learn(&[b'x'; 1000], 50);
+        assert_eq!((d.parts, d.bytes.len()), (0, 0));
     }
 
     #[test]
