@@ -150,8 +150,19 @@ fn start_baseline(
     Ok(Baseline { child, addr })
 }
 
-/// `VmHWM` (peak resident set) and `VmRSS` of a process, in KiB.
-fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+/// A process's memory from `/proc/PID/status`, in KiB.
+struct Memory {
+    /// `VmHWM`: peak resident set.
+    peak: u64,
+    /// `VmRSS`: resident set now.
+    now: u64,
+    /// `RssAnon`: of it, private memory (heap, stacks).
+    anon: u64,
+    /// `RssFile`: of it, mapped files (the binary's code, shared page cache).
+    file: u64,
+}
+
+fn memory_kib(pid: u32) -> anyhow::Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| {
@@ -162,7 +173,12 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
     };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
+    Ok(Memory {
+        peak: field("VmHWM:")?,
+        now: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }
 
 fn summary(o: &Outcome) -> Value {
@@ -277,8 +293,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    let (serve_hwm, serve_rss) = memory_kib(pids[0])?;
-    let (base_hwm, base_rss) = memory_kib(pids[1])?;
+    let (serve_mem, base_mem) = (memory_kib(pids[0])?, memory_kib(pids[1])?);
+    let serve_hwm = serve_mem.peak;
 
     // 4. medians and same-run ratios
     let med = |server: &str, mode: &str, key: &str| {
@@ -290,10 +306,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         )
     };
     let mut servers = serde_json::Map::new();
-    for (name, hwm, rss) in [
-        ("serve", serve_hwm, serve_rss),
-        ("baseline", base_hwm, base_rss),
-    ] {
+    for (name, mem) in [("serve", &serve_mem), ("baseline", &base_mem)] {
         let mut m = serde_json::Map::new();
         for mode in ["closed", "open"] {
             m.insert(
@@ -304,8 +317,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 }),
             );
         }
-        m.insert("peak_rss_mib".into(), json!(hwm as f64 / 1024.0));
-        m.insert("rss_after_mib".into(), json!(rss as f64 / 1024.0));
+        let mib = |kib: u64| json!(kib as f64 / 1024.0);
+        m.insert("peak_rss_mib".into(), mib(mem.peak));
+        m.insert("rss_after_mib".into(), mib(mem.now));
+        m.insert("rss_after_anon_mib".into(), mib(mem.anon));
+        m.insert("rss_after_file_mib".into(), mib(mem.file));
         servers.insert(name.into(), Value::Object(m));
     }
     let ratio = |mode: &str, key: &str| med("serve", mode, key) / med("baseline", mode, key);
@@ -349,12 +365,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&result["servers"])?);
     eprintln!(
-        "load: serve/baseline closed-loop throughput {:.2}; serve open-loop p99 {:.3} ms at {} req/s; peak RSS serve {:.1} MiB, baseline {:.1} MiB",
+        "load: serve/baseline closed-loop throughput {:.2}; serve open-loop p99 {:.3} ms at {} req/s; peak RSS serve {:.1} MiB, baseline {:.1} MiB; after the runs serve {:.1} MiB private + {:.1} MiB mapped files",
         ratio("closed", "rps"),
         med("serve", "open", "p99_ms"),
         args.rate,
         serve_hwm as f64 / 1024.0,
-        base_hwm as f64 / 1024.0
+        base_mem.peak as f64 / 1024.0,
+        serve_mem.anon as f64 / 1024.0,
+        serve_mem.file as f64 / 1024.0
     );
     if errors > 0 {
         bail!(
