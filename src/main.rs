@@ -22,29 +22,22 @@ use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the bundled `mimalloc.h` (the same index in
-/// mimalloc 2 and 3; the Rust bindings do not name it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// Milliseconds before freed memory is returned to the OS. mimalloc 3 waits
-/// a second, and only purges when a thread allocates again, so what the
-/// initial list decoded stayed resident after it (about 15 MiB at 1,000
-/// namespaces); 10 ms, mimalloc 2's default, returns it (BENCHMARKS.md).
-const PURGE_DELAY_MS: std::os::raw::c_long = 10;
-
-/// Sets the allocator's purge delay unless `MIMALLOC_PURGE_DELAY` is set.
-/// Runs first in `main`, before any other thread starts.
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: `mi_option_set` only stores the value; it is documented as
-    // not thread safe, and no other thread exists yet.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+/// Once the caches hold their first full lists, returns to the OS the
+/// memory that decoding them used: mimalloc purges freed memory only when
+/// some thread allocates again, and an idle process does not.
+fn release_memory_after_sync(caches: Arc<Caches>) {
+    tokio::spawn(async move {
+        caches.synced().await;
+        // SAFETY: `mi_collect` has no preconditions; `true` also purges
+        // the freed memory of every arena at once.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        tracing::debug!("freed memory returned to the OS after the initial list");
+    });
 }
+
 use serverconfig_webhook::{certs, doctor, migrate, render};
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -240,6 +233,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.cluster.controller_namespace,
         metrics.clone(),
     );
+    release_memory_after_sync(caches.clone());
     let sync = args.sync.then(|| {
         spawn_sync(
             client,
@@ -296,6 +290,7 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
             &args.cluster.controller_namespace,
             metrics.clone(),
         );
+        release_memory_after_sync(caches.clone());
         let metrics_addr = parse_metrics_addr(&args.metrics_addr)?;
         let (stop, handle) = spawn_sync(
             client,
@@ -443,30 +438,5 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The hard-coded option index must be mimalloc's purge delay: it is
-    /// the only option whose default is 1000 (ms, mimalloc 3), and setting
-    /// it is read back.
-    #[test]
-    fn the_purge_delay_index_is_mimallocs() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            panic!("unset MIMALLOC_PURGE_DELAY to run this test: it checks mimalloc's default");
-        }
-        // SAFETY: reads and writes one option; this test is the only
-        // user of the allocator's options in the test binary.
-        let (default, set) = unsafe {
-            let default = libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY);
-            super::tune_allocator();
-            (
-                default,
-                libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY),
-            )
-        };
-        assert_eq!(default, 1000);
-        assert_eq!(set, super::PURGE_DELAY_MS);
     }
 }

@@ -197,18 +197,18 @@ impl Caches {
         let caches = Caches::new(Some(client), server_stores, config_stores, metrics, changes);
         let waiter = caches.clone();
         tasks.push(tokio::spawn(async move {
-            for s in waiter
-                .servers
-                .stores
-                .iter()
-                .chain(waiter.configs.stores.iter())
-            {
-                s.wait_until_ready().await;
-            }
+            waiter.synced().await;
             waiter.ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
         }));
         (caches, tasks)
+    }
+
+    /// Returns once every store has been filled by its first full list.
+    pub async fn synced(&self) {
+        for s in self.servers.stores.iter().chain(self.configs.stores.iter()) {
+            s.wait_until_ready().await;
+        }
     }
 
     /// Caches pre-filled with these objects and no API server behind them:
