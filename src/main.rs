@@ -22,6 +22,8 @@ use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use serverconfig_webhook::{certs, doctor, migrate, render};
+
 /// Once the caches hold their first full lists, returns to the OS the
 /// memory that decoding them used: mimalloc purges freed memory only when
 /// some thread allocates again, and an idle process does not.
@@ -34,8 +36,6 @@ fn release_memory_after_sync(caches: Arc<Caches>) {
         tracing::debug!("freed memory returned to the OS after the initial list");
     });
 }
-
-use serverconfig_webhook::{certs, doctor, migrate, render};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
