@@ -64,11 +64,13 @@ const PARSED_SERVERS: usize = 512;
 /// so the cap is what keeps memory flat as namespaces grow (issue 6:
 /// 1,000 namespaces x 3 in 32 MiB).
 const PARSED_CONFIGS: usize = 16;
-/// Objects per page of a watch's list: a page is decoded into full JSON
-/// trees before it is compacted, so its size sets the list's peak memory.
-/// At 1,000 namespaces 20 instead of 100 took serve's peak RSS from about
-/// 77 to 61 MiB with the same time to sync (BENCHMARKS.md).
-const LIST_PAGE_SIZE: u32 = 20;
+/// Objects per page of a watch's list: kube's client decodes a page three
+/// times over (text, a buffered tree, `DynamicObject`s) before it is
+/// compacted, so the page size sets the list's peak memory. At 1,000
+/// namespaces 10 instead of 20 took serve's peak RSS from 29-31 to 26-27
+/// MiB for about 1 s more to sync (11 s); 20 instead of 100 had taken it
+/// from 77 to 61 MiB (BENCHMARKS.md).
+const LIST_PAGE_SIZE: u32 = 10;
 
 /// One kind's stores (one per watched namespace, or one for all) plus a
 /// parse cache keyed by resourceVersion.
