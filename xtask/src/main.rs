@@ -77,10 +77,43 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program` answers `--version` (it is on PATH and runs).
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The musl target and `musl-gcc` (ring's C code) that the static build
+/// needs; a fresh machine has neither, so `cargo xtask test` installs them:
+/// the target with rustup, musl-tools with apt-get when run as root.
+fn musl_toolchain(target: &str) -> Result<()> {
+    if runs("rustup") {
+        run("rustup", &["target", "add", target])?;
+    }
+    if runs("musl-gcc") {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !(root && runs("apt-get")) {
+        bail!(
+            "the static build needs musl-gcc, which is not installed; install musl-tools \
+             (Debian/Ubuntu: apt-get install musl-tools) and run again"
+        );
+    }
+    run("apt-get", &["update", "-qq"])?;
+    run("apt-get", &["install", "-y", "-qq", "musl-tools"])
+}
+
 /// The static musl binary the Dockerfile copies (Docker cannot run here):
 /// built as the Dockerfile builds it, then checked to be static and to run.
 fn static_binary() -> Result<()> {
     const TARGET: &str = "x86_64-unknown-linux-musl";
+    musl_toolchain(TARGET)?;
     cargo(&[
         "build",
         "--release",
