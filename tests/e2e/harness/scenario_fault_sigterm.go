@@ -146,7 +146,9 @@ func scenarioFaultSIGTERM(ctx context.Context, s *Suite) error {
 	// when does the listener refuse new connections?
 	var refusedAfter time.Duration
 	var mu sync.Mutex
+	probeDone := make(chan struct{})
 	go func() {
+		defer close(probeDone)
 		for time.Since(tTerm) < delayD+30*time.Second {
 			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", w.Port), 500*time.Millisecond)
 			if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
@@ -174,6 +176,16 @@ func scenarioFaultSIGTERM(ctx context.Context, s *Suite) error {
 	stopLoad()
 	<-done
 	stopProbe()
+	// The listener may close only a moment before the process exits; once
+	// it has exited, the next dial is refused at once, so let the dialer
+	// see that rather than read its result mid-sleep (CI of 2026-12-01 read
+	// 0 s, never refused, after an exit 0.1 s past the delay).
+	if exited == nil {
+		select {
+		case <-probeDone:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	f := load.figures()
 	mu.Lock()
 	refused := refusedAfter
