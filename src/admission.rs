@@ -10,10 +10,10 @@ use kube::core::admission::{
 };
 use kube::core::DynamicObject;
 
+use crate::cache::desired::DesiredCache;
 use crate::cache::Caches;
 
-use crate::core::desired::{desired, Desired};
-use crate::core::model::{ModelError, Server, ServerConfig};
+use crate::core::model::{ModelError, ServerConfig};
 use crate::core::mutate::{decide, scope, Decision, Gvk, Inputs, Operation, Scope, Settings};
 use crate::metrics::Metrics;
 
@@ -25,56 +25,6 @@ pub struct Admission {
     /// The desired workload per Server, reused while neither the Server nor
     /// its ServerConfig changes (keyed by their uid and resourceVersion).
     pub desired: DesiredCache,
-}
-
-/// How many desired workloads [`DesiredCache`] keeps: the Servers whose
-/// workloads the controller is writing now (a create and the updates that
-/// follow it). Each entry holds two pod-spec trees, about 150 KiB, so 256
-/// entries were 40 MiB; a miss only recomputes [`desired`].
-pub const DESIRED_CACHE_CAPACITY: usize = 32;
-
-/// Bounded cache of [`desired`] results, keyed by (namespace, Server name)
-/// and valid for one (Server, ServerConfig) version.
-pub struct DesiredCache {
-    map: quick_cache::sync::Cache<(String, String), (String, Arc<Desired>)>,
-}
-
-impl Default for DesiredCache {
-    fn default() -> Self {
-        DesiredCache {
-            map: quick_cache::sync::Cache::new(DESIRED_CACHE_CAPACITY),
-        }
-    }
-}
-
-impl DesiredCache {
-    /// The desired workload for this Server and ServerConfig, computed once
-    /// per (Server, ServerConfig) version while it stays in the cache.
-    pub fn get(&self, server: &Server, config: &ServerConfig) -> Arc<Desired> {
-        let slot = (server.meta.namespace.clone(), server.meta.name.clone());
-        let version = format!(
-            "{}/{}/{}/{}",
-            server.meta.uid,
-            server.meta.resource_version,
-            config.meta.uid,
-            config.meta.resource_version
-        );
-        // An object without a resourceVersion (never stored) is never cached.
-        let cacheable =
-            !server.meta.resource_version.is_empty() && !config.meta.resource_version.is_empty();
-        if cacheable {
-            if let Some((v, d)) = self.map.get(&slot) {
-                if v == version {
-                    return d;
-                }
-            }
-        }
-        let d = Arc::new(desired(server, config));
-        if cacheable {
-            self.map.insert(slot, (version, d.clone()));
-        }
-        d
-    }
 }
 
 /// The HTTP-independent answer: status code and JSON body.
@@ -237,7 +187,11 @@ impl Admission {
                 let sc_name = server_ok
                     .map(|s| s.server_config.clone())
                     .unwrap_or_default();
-                let config = if sc_name.is_empty() {
+                // What was built from this Server and ServerConfig version
+                // before, if anything: then the ServerConfig is not parsed.
+                let built = server_ok.zip(caches.server_config_version(&namespace, &sc_name));
+                let built = built.and_then(|(s, rv)| self.desired.cached(s, &rv));
+                let config = if sc_name.is_empty() || built.is_some() {
                     None
                 } else {
                     caches.server_config(&namespace, &sc_name).await
@@ -249,8 +203,9 @@ impl Admission {
                 };
                 let (config_ok, config_err) = split(config.as_deref());
                 let config_err_text = config_err.map(ToString::to_string);
-                let desired_now = match (server_ok, config_ok) {
-                    (Some(s), Some(c)) => Some(self.desired.get(s, c)),
+                let desired_now = match (built, server_ok, config_ok) {
+                    (Some(d), _, _) => Some(d),
+                    (None, Some(s), Some(c)) => Some(self.desired.get(s, c)),
                     _ => None,
                 };
                 // The stored object (UPDATE only) keeps immutable fields

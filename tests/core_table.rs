@@ -3,6 +3,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use serverconfig_webhook::core::desired::desired;
 use serverconfig_webhook::core::model::{Server, ServerConfig};
 use serverconfig_webhook::core::mutate::{
     decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope, Settings, WorkloadKind,
@@ -71,6 +72,21 @@ fn admit_with_old(
         desired: None,
     };
     let decision = decide(op, WorkloadKind::StatefulSet, ns, object, inputs, s);
+    // A caller that kept what was built from this Server and ServerConfig
+    // hands that in instead of the ServerConfig: same decision.
+    if let (Some(server), Some(team)) = (&server, &team) {
+        let built = desired(server, team);
+        let from_cache = Inputs {
+            config: None,
+            desired: Some(&built),
+            ..inputs
+        };
+        assert_eq!(
+            decide(op, WorkloadKind::StatefulSet, ns, object, from_cache, s),
+            decision,
+            "desired handed in without the ServerConfig"
+        );
+    }
     let mut patched = object.clone();
     if let Decision::Patched { patch, .. } = &decision {
         json_patch::patch(&mut patched, patch).expect("patch applies");

@@ -2,6 +2,8 @@
 //! watchers feeding compact [`store::Store`]s), and the lookups the
 //! admission handler needs: cache first, one direct GET on a miss.
 
+pub mod desired;
+mod packed;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -324,6 +326,14 @@ impl Caches {
     pub async fn server_config(&self, ns: &str, name: &str) -> Lookup<ServerConfig> {
         self.lookup(&self.configs, ns, name, ServerConfig::from_value)
             .await
+    }
+
+    /// The resourceVersion of the cached ServerConfig `ns/name`, without
+    /// parsing it: enough to find what was built from it before.
+    pub fn server_config_version(&self, ns: &str, name: &str) -> Option<Box<str>> {
+        self.configs
+            .find(ns, name)
+            .map(|e| e.resource_version.clone())
     }
 
     /// The ServerConfig `ns/name` from the cache only (no GET): for the

@@ -17,6 +17,8 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
+use super::packed::{Dictionary, Packed};
+
 /// kubectl's client-side apply annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -24,17 +26,14 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub struct Entry {
     /// `metadata.resourceVersion`: parsed forms are reused while it holds.
     pub resource_version: Box<str>,
-    /// lz4 block (length-prefixed) of the object's compact JSON.
-    body: Box<[u8]>,
-    /// The dictionary `body` was compressed against.
-    dict: Arc<[u8]>,
+    /// The object's compact JSON, packed against the store's dictionary.
+    body: Packed,
 }
 
 impl Entry {
     /// What the cache keeps of `o`: the server-managed bulk removed, the
-    /// rest compressed against `dict`. Also returns the compact JSON, for
-    /// the dictionary to learn from.
-    fn new(mut o: DynamicObject, dict: &Dictionary) -> Result<(Entry, Vec<u8>), serde_json::Error> {
+    /// rest packed against `dict` (which learns from it).
+    fn new(mut o: DynamicObject, dict: &mut Dictionary) -> Result<Entry, serde_json::Error> {
         o.metadata.managed_fields = None;
         if let Some(a) = &mut o.metadata.annotations {
             a.remove(LAST_APPLIED);
@@ -43,49 +42,16 @@ impl Entry {
             data.remove("status");
         }
         let json = serde_json::to_vec(&o)?;
-        let body = lz4_flex::block::compress_prepend_size_with_dict(&json, &dict.bytes);
-        let entry = Entry {
+        Ok(Entry {
             resource_version: o.resource_version().unwrap_or_default().into(),
-            body: body.into_boxed_slice(),
-            dict: dict.bytes.clone(),
-        };
-        Ok((entry, json))
+            body: dict.pack(&json),
+        })
     }
 
     /// The object as JSON again.
     pub fn value(&self) -> Result<serde_json::Value, String> {
-        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.body, &self.dict)
-            .map_err(|e| format!("cached object is corrupt: {e}"))?;
+        let json = self.body.unpack()?;
         serde_json::from_slice(&json).map_err(|e| format!("cached object is not JSON: {e}"))
-    }
-}
-
-/// The most a dictionary holds: lz4 only looks back 64 KiB.
-const DICTIONARY_MAX_BYTES: usize = 60 * 1024;
-/// How many objects a dictionary learns from: each one makes a new version,
-/// which the entries compressed against the old one keep alive.
-const DICTIONARY_MAX_PARTS: usize = 8;
-
-/// A store's compression dictionary: the JSON of the first objects that
-/// compressed worse than 1:16 against it, concatenated.
-#[derive(Default)]
-struct Dictionary {
-    bytes: Arc<[u8]>,
-    parts: usize,
-}
-
-impl Dictionary {
-    /// Learns from `json` (compressed to `compressed` bytes against the
-    /// current dictionary) if it was mostly new and there is room.
-    fn learn(&mut self, json: &[u8], compressed: usize) {
-        let novel = compressed * 16 > json.len();
-        if novel
-            && self.parts < DICTIONARY_MAX_PARTS
-            && self.bytes.len() + json.len() <= DICTIONARY_MAX_BYTES
-        {
-            self.bytes = [&self.bytes[..], json].concat().into();
-            self.parts += 1;
-        }
     }
 }
 
@@ -112,10 +78,7 @@ impl Default for Store {
 fn insert(objects: &mut Objects, o: DynamicObject, dictionary: &Mutex<Dictionary>) {
     let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
     let mut dictionary = dictionary.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = Entry::new(o, &dictionary).map(|(e, json)| {
-        dictionary.learn(&json, e.body.len());
-        e
-    });
+    let entry = Entry::new(o, &mut dictionary);
     match entry {
         Ok(e) => {
             objects
@@ -222,7 +185,7 @@ mod tests {
 
     #[test]
     fn entries_keep_the_object_without_the_server_managed_bulk() {
-        let (e, _) = Entry::new(object("a", "s", "7"), &Dictionary::default()).expect("entry");
+        let e = Entry::new(object("a", "s", "7"), &mut Dictionary::default()).expect("entry");
         let v = e.value().expect("value");
         assert_eq!(&*e.resource_version, "7");
         assert_eq!(v["spec"], json!({"serverConfig": "mlserver"}));
@@ -289,31 +252,13 @@ mod tests {
         // the first of each kind taught the dictionary; the copies after
         // them cost a small fraction of their JSON
         let dictionary = store.dictionary.lock().expect("lock");
-        assert_eq!(dictionary.parts, 2, "mlserver and triton, nothing else");
+        assert_eq!(dictionary.parts(), 2, "mlserver and triton, nothing else");
         for (o, len) in configs.iter().zip(&json_len).skip(2) {
             let e = store
                 .get(&o.namespace().expect("ns"), &o.name_any())
                 .expect("cached");
             assert!(e.body.len() * 20 < *len, "{} of {len} bytes", e.body.len());
         }
-    }
-
-    #[test]
-    fn the_dictionary_is_bounded() {
-        let mut d = Dictionary::default();
-        for i in 0..100u8 {
-            // incompressible and distinct: always novel
-            let json: Vec<u8> = (0..20_000u32)
-                .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
-                .collect();
-            d.learn(&json, json.len());
-            assert!(d.bytes.len() <= DICTIONARY_MAX_BYTES && d.parts <= DICTIONARY_MAX_PARTS);
-        }
-        assert_eq!(d.parts, DICTIONARY_MAX_BYTES / 20_000);
-        // well-compressed objects are not learnt
-        let mut d = Dictionary::default();
-        d.learn(&[b'x'; 1000], 50);
-        assert_eq!((d.parts, d.bytes.len()), (0, 0));
     }
 
     #[test]

@@ -26,7 +26,8 @@ const DROPPED_KEYS: &[&str] = &[
 ];
 
 /// The parts of the workload that depend on the Server and its ServerConfig.
-#[derive(Clone, Debug, PartialEq)]
+/// Serialisable so that a cache can keep it packed (as JSON) between uses.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Desired {
     /// Object labels: the Server's, then the ServerConfig's, plus the name label.
     pub labels: BTreeMap<String, String>,

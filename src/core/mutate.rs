@@ -141,7 +141,8 @@ pub struct Inputs<'a> {
     /// The stored object, on UPDATE (the review's `oldObject`).
     pub old_object: Option<&'a Value>,
     /// [`desired`] for this Server and ServerConfig, when the caller keeps
-    /// it cached per resourceVersion; computed here when absent.
+    /// it cached per resourceVersion; computed here when absent. When given,
+    /// the ServerConfig exists and `config` may be left out.
     pub desired: Option<&'a Desired>,
 }
 
@@ -223,18 +224,16 @@ pub fn decide(
             ),
         };
     }
-    let Some(config) = inputs.config else {
-        return on_missing(namespace, sc_name, inputs.controller_config, settings);
-    };
     let computed;
-    let want = match inputs.desired {
-        Some(d) => d,
-        None => {
+    let want = match (inputs.desired, inputs.config) {
+        (Some(d), _) => d,
+        (None, Some(config)) => {
             computed = desired(server, config);
             &computed
         }
+        (None, None) => return on_missing(namespace, sc_name, inputs.controller_config, settings),
     };
-    build_patch(operation, kind, namespace, object, want, config, &inputs)
+    build_patch(operation, kind, namespace, object, want, sc_name, &inputs)
 }
 
 /// The first part the patch writes into that is not an object (`spec`
@@ -451,12 +450,12 @@ fn build_patch(
     namespace: &str,
     object: &Value,
     want: &Desired,
-    config: &ServerConfig,
+    sc_name: &str,
     inputs: &Inputs<'_>,
 ) -> Decision {
     let (controller_config, old_object) = (inputs.controller_config, inputs.old_object);
     let mut warnings = Vec::new();
-    let source = format!("{namespace}/{}", config.meta.name);
+    let source = format!("{namespace}/{sc_name}");
     // How keys copied from the controller-namespace config are treated, on
     // the object and in the pod template (labels, then annotations).
     let copied =
