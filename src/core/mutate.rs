@@ -366,16 +366,16 @@ impl PatchBuilder<'_> {
     fn set(&mut self, path: &str, value: Value) {
         let normalized = normalize(&value);
         if !self.equals(path, &normalized) {
-            self.put(path, value);
+            self.put(path, &value);
         }
     }
 
-    /// [`Self::set`] for a borrowed value whose normal form is known: the
-    /// value is copied into the patch only when it differs (the pod spec,
-    /// which an already-fixed object matches).
+    /// [`Self::set`] for a borrowed value whose normal form is known (the
+    /// pod spec, which an already-fixed object matches): nothing is copied
+    /// when it is equal, and otherwise only what the patch writes.
     fn set_normalized(&mut self, path: &str, value: &Value, normalized: &Value) {
         if !self.equals(path, normalized) {
-            self.put(path, value.clone());
+            self.put(path, value);
         }
     }
 
@@ -390,15 +390,15 @@ impl PatchBuilder<'_> {
     /// from what is wanted in a few images and annotations, and a small
     /// patch is cheaper for the API server to read and apply than a copy
     /// of the pod spec and of `seldon.io/last-applied`. Applied, both give
-    /// the same object.
-    fn put(&mut self, path: &str, value: Value) {
+    /// the same object. `value` is copied only where it is written whole.
+    fn put(&mut self, path: &str, value: &Value) {
         let Ok(pointer) = path.parse::<PointerBuf>() else {
             return; // paths are constants of this module
         };
         match at(self.object, path) {
-            Some(current) if same_container(current, &value) => {
+            Some(current) if same_container(current, value) => {
                 self.ops.extend(
-                    json_patch::diff(current, &value)
+                    json_patch::diff(current, value)
                         .0
                         .into_iter()
                         .map(|op| under(&pointer, op)),
@@ -406,11 +406,11 @@ impl PatchBuilder<'_> {
             }
             Some(_) => self.ops.push(PatchOperation::Replace(ReplaceOperation {
                 path: pointer,
-                value,
+                value: value.clone(),
             })),
             None => self.ops.push(PatchOperation::Add(AddOperation {
                 path: pointer,
-                value,
+                value: value.clone(),
             })),
         }
     }
@@ -582,7 +582,7 @@ fn build_patch(
         };
         if operation == Operation::Create {
             if !is_wanted(at(object, path)) {
-                b.put(path, value);
+                b.put(path, &value);
             }
             continue;
         }
@@ -593,7 +593,7 @@ fn build_patch(
                     v => v.cloned().unwrap_or(Value::Null),
                 };
                 if !same(at(object, path), &stored) {
-                    b.put(path, stored.clone());
+                    b.put(path, &stored);
                 }
                 Some(stored)
             }
