@@ -16,11 +16,16 @@ use crate::core::model::{Server, ServerConfig};
 /// controller is writing now (a create and the updates that follow it).
 /// Each holds two pod-spec trees, about 150 KiB, so 256 were 40 MiB.
 pub const HOT_CAPACITY: usize = 32;
-/// Bytes of packed desired workloads kept (keys included). A team's copy
-/// of a stock ServerConfig gives a 15 KB desired workload that packs into
-/// under 100 bytes (about 170 with its key), so this holds every Server of
-/// a cluster with tens of thousands.
+/// Bytes of packed desired workloads kept, as [`PackedWeight`] counts them.
+/// A team's copy of a stock ServerConfig gives a 15 KB desired workload
+/// that packs into under 100 bytes, about 500 with its key and overhead,
+/// so this holds the Servers of about 8,000 (the growth bench: 3,000 took
+/// 2 MiB, 30,000 capped at this budget 6 MiB).
 pub const PACKED_BYTES: u64 = 4 << 20;
+/// What an entry costs beyond its bytes: its allocations and the cache's
+/// slot, ghost and table space (the growth bench's RSS per entry, 280 to
+/// 770 bytes, less the bytes counted).
+const ENTRY_OVERHEAD: usize = 320;
 
 /// (namespace, Server name).
 type Slot = (String, String);
@@ -31,7 +36,7 @@ struct PackedWeight;
 
 impl quick_cache::Weighter<Slot, (Box<str>, Arc<Packed>)> for PackedWeight {
     fn weight(&self, slot: &Slot, (version, packed): &(Box<str>, Arc<Packed>)) -> u64 {
-        let bytes = slot.0.len() + slot.1.len() + version.len() + packed.len() + 64;
+        let bytes = slot.0.len() + slot.1.len() + version.len() + packed.len() + ENTRY_OVERHEAD;
         u64::try_from(bytes).unwrap_or(u64::MAX)
     }
 }
@@ -48,7 +53,7 @@ impl Default for DesiredCache {
     fn default() -> Self {
         DesiredCache {
             hot: quick_cache::sync::Cache::new(HOT_CAPACITY),
-            packed: quick_cache::sync::Cache::with_weighter(4096, PACKED_BYTES, PackedWeight),
+            packed: quick_cache::sync::Cache::with_weighter(1024, PACKED_BYTES, PackedWeight),
             dictionary: Mutex::new(Dictionary::default()),
         }
     }
