@@ -1,8 +1,8 @@
 //! What [`desired`] built, kept per Server while neither the Server nor its
 //! ServerConfig changes. A few recent results are kept as value trees (60
 //! to 170 KiB each: `serde_json` maps are B-trees); every other Server's is
-//! kept packed, a few hundred bytes, and turned back into a tree when its
-//! workload is written again. A controller burst over many Servers (or a
+//! kept packed (under 100 bytes for a copy of a stock ServerConfig) and
+//! turned back into a tree when its workload is written again. A controller burst over many Servers (or a
 //! load test cycling through them) then reads JSON instead of looking up,
 //! parsing and merging the ServerConfig again.
 
@@ -18,9 +18,9 @@ use crate::core::model::{Server, ServerConfig};
 pub const HOT_CAPACITY: usize = 32;
 /// Bytes of packed desired workloads kept, as [`PackedWeight`] counts them.
 /// A team's copy of a stock ServerConfig gives a 15 KB desired workload
-/// that packs into under 100 bytes, about 500 with its key and overhead,
-/// so this holds the Servers of about 8,000 (the growth bench: 3,000 took
-/// 2 MiB, 30,000 capped at this budget 6 MiB).
+/// that packs into under 100 bytes, about 420 as weighed, so this holds
+/// about 10,000 Servers (the growth bench: 3,000 took 1.8 MiB of RSS;
+/// 30,000, capped by this budget, 3.6 MiB).
 pub const PACKED_BYTES: u64 = 4 << 20;
 /// What an entry costs beyond its bytes: its allocations and the cache's
 /// slot, ghost and table space (the growth bench's RSS per entry, 280 to
