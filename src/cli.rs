@@ -100,6 +100,37 @@ pub struct ServeArgs {
     /// After the listener closes, how long in-flight requests may take.
     #[arg(long, env = "SERVERCONFIG_WEBHOOK_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Connections the webhook port keeps open; past it new ones are closed at once.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+    /// Request body bytes all requests in flight may hold at once (suffixes Ki, Mi); past it, 503.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_MAX_INFLIGHT_BYTES", default_value = "48Mi", value_parser = parse_bytes)]
+    pub max_inflight_bytes: usize,
+}
+
+/// `123`, `64Ki`, `48Mi` or `1Gi` as a number of bytes.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (a number with Ki, Mi or Gi)"))?;
+    let factor: usize = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use Ki, Mi or Gi)")),
+    };
+    n.checked_mul(factor)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{s:?} is not a size greater than zero that fits in memory"))
 }
 
 /// Where Seldon runs and what the webhook watches (shared by `serve`, `sync`).

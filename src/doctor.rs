@@ -16,8 +16,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cache::{server_config_resource, server_resource, Namespaces};
+use crate::core::desired::{desired, differences};
 use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{Settings, WorkloadKind};
+use crate::core::placeholder::{placeholder_state, PlaceholderState};
 use crate::seldon_controller::{read_deployment, ControllerWatch};
 use crate::sync::plan::{workload_action, WorkloadAction};
 
@@ -183,8 +185,12 @@ async fn server_check(
     let placeholder = match ctl_config {
         None => return check(subject, "fail", format!(
             "no ServerConfig {sc:?} in {ctl}: the stock controller builds nothing (run the sync loop to keep a placeholder)")),
-        Some(c) if c.is_placeholder() => "placeholder in place",
-        Some(_) => "shared ServerConfig of that name in the controller namespace",
+        Some(c) => match placeholder_state(c) {
+            Some(PlaceholderState::Ours) => "placeholder in place",
+            Some(PlaceholderState::Legacy) => "placeholder in place (an earlier release's shape; the sync loop rewrites it)",
+            Some(PlaceholderState::Adopted) => "adopted placeholder (labelled, but changed by someone else: treated as a shared ServerConfig, never touched by the sync loop)",
+            None => "shared ServerConfig of that name in the controller namespace",
+        },
     };
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let deploy: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -205,7 +211,7 @@ async fn server_check(
             format!("pod template matches ServerConfig {ns}/{sc}; {placeholder}"),
         ),
         other => {
-            let differing = differing_containers(&workload, config);
+            let differing = differences(&workload, &desired(s, config));
             let what = match other {
                 WorkloadAction::Held => "out of date (disableAutoUpdate: true)",
                 WorkloadAction::Heal { .. } => "never admitted by the webhook",
@@ -221,41 +227,6 @@ async fn server_check(
             )
         }
     }
-}
-
-fn differing_containers(workload: &Value, config: &ServerConfig) -> Vec<String> {
-    let stored: BTreeMap<String, String> = workload
-        .pointer("/spec/template/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or("").to_string(),
-                c["image"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    let mut out = Vec::new();
-    for c in config
-        .pod_spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = c["name"].as_str().unwrap_or("");
-        let want = c["image"].as_str().unwrap_or("");
-        match stored.get(name) {
-            None => out.push(format!("{name} (missing)")),
-            Some(img) if img != want => out.push(format!("{name} (image {img:?}, want {want:?})")),
-            _ => {}
-        }
-    }
-    if out.is_empty() {
-        out.push("(images match; other fields differ)".into());
-    }
-    out
 }
 
 async fn controller_checks(

@@ -1,5 +1,6 @@
 //! The `serverconfig-webhook` binary.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -88,7 +89,7 @@ fn run_render(args: &RenderArgs) -> ExitCode {
         }
     };
     for w in &rendered.warnings {
-        eprintln!("warning: {w}");
+        let _ = writeln!(std::io::stderr(), "warning: {w}");
     }
     let value = if args.patch {
         &rendered.patch
@@ -99,13 +100,22 @@ fn run_render(args: &RenderArgs) -> ExitCode {
         OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string()),
         OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
     };
-    match text {
-        Ok(t) => {
-            println!("{}", t.trim_end());
-            ExitCode::SUCCESS
-        }
+    let text = match text {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("serverconfig-webhook render: cannot encode output: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match writeln!(std::io::stdout().lock(), "{}", text.trim_end()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // a closed pipe (`render ... | head`): stop quietly, as Unix tools do
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "serverconfig-webhook render: cannot write the output: {e}"
+            );
             ExitCode::from(1)
         }
     }
@@ -252,6 +262,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = Limits {
         shutdown_delay: args.shutdown_delay,
         drain_timeout: args.drain_timeout,
+        max_connections: args.max_connections,
+        max_inflight_bytes: args.max_inflight_bytes,
         ..Limits::default()
     };
     let srv = server::Server::bind(

@@ -3,12 +3,37 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::encoding::{
+    text::encode, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// A label value enum: a fixed set of meanings, each with its text.
+macro_rules! label_values {
+    ($(#[$m:meta])* pub enum $name:ident { $( $(#[$vm:meta])* $variant:ident => $text:literal, )* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name { $( $(#[$vm])* $variant, )* }
+
+        impl $name {
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $name::$variant => $text, )* }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write;
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
+}
 
 /// Labels of the admissions counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,12 +55,97 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+label_values! {
+    /// What the sync loop did (the `action` label of `sync_actions_total`).
+    pub enum SyncAction {
+        /// Re-admitted after its ServerConfig or Server changed, read back fixed.
+        Rollout => "rollout",
+        /// Re-admitted after being admitted without the webhook, read back fixed.
+        Heal => "heal",
+        /// Deleted for the controller to create again (claim templates).
+        Recreate => "recreate",
+        /// Out of date, but the Server says `disableAutoUpdate`.
+        Held => "held",
+        /// Re-admitted, but the template read back is still not the webhook's.
+        NotApplied => "not_applied",
+        /// A placeholder created.
+        PlaceholderCreate => "placeholder_create",
+        /// A placeholder of an earlier release rewritten in the current shape.
+        PlaceholderUpdate => "placeholder_update",
+        /// An unused placeholder deleted.
+        PlaceholderDelete => "placeholder_delete",
+        /// A namespace's set of names past the cap grew (one Warning Event).
+        PlaceholderCapped => "placeholder_capped",
+        /// A write or read of the sync loop failed (retried with backoff).
+        Error => "error",
+    }
+}
+
 /// Labels of the sync loop's action counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
-    /// `rollout`, `heal`, `held`, `placeholder_create`, `placeholder_update`,
-    /// `placeholder_delete`, `placeholder_capped`, or `error`.
-    pub action: String,
+    pub action: SyncAction,
+}
+
+label_values! {
+    /// How a direct GET after a cache miss ended (the `result` label of
+    /// `direct_gets_total`).
+    pub enum GetResult {
+        /// Sent; the object exists.
+        Found => "found",
+        /// Sent; no such object.
+        NotFound => "not_found",
+        /// Sent; the API server answered with an error.
+        Error => "error",
+        /// Not sent: the same name was not found moments ago.
+        NotFoundCached => "not_found_cached",
+        /// Not sent: over the rate of direct GETs.
+        Throttled => "throttled",
+    }
+}
+
+/// Labels of the direct GET counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GetLabels {
+    pub kind: String,
+    pub result: GetResult,
+}
+
+label_values! {
+    /// Which listener a connection came to.
+    pub enum Listener {
+        /// The HTTPS admission listener.
+        Webhook => "webhook",
+        /// The plain-HTTP metrics and probe listener.
+        Metrics => "metrics",
+    }
+}
+
+label_values! {
+    /// Why a connection or request was turned away.
+    pub enum Refusal {
+        /// `--max-connections` open already: closed at once.
+        ConnectionCap => "connection_cap",
+        /// No byte within the first-byte timeout, or idle past the idle timeout.
+        Idle => "idle",
+        /// Over the budget of request bytes in flight: 503.
+        InflightBytes => "inflight_bytes",
+        /// Body larger than the limit: 413.
+        TooLarge => "too_large",
+    }
+}
+
+/// Labels of the refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub listener: Listener,
+    pub reason: Refusal,
+}
+
+/// Labels of the open-connections gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: Listener,
 }
 
 /// Every metric the binary exports.
@@ -49,12 +159,22 @@ pub struct Metrics {
     pub cache_objects: Family<KindLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Lookups the cache could not answer (then served by a direct GET).
     pub cache_misses: Family<KindLabels, Counter>,
+    /// Direct GETs after a cache miss, by kind and result (sent or not).
+    pub direct_gets: Family<GetLabels, Counter>,
+    /// Connections and requests turned away, by listener and reason.
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// Connections open now, by listener.
+    pub open_connections: Family<ListenerLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// Bytes of request bodies held now (the in-flight budget's use).
+    pub inflight_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Certificate reloads by result.
     pub tls_reloads: Family<ResultLabels, Counter<u64, AtomicU64>>,
     /// What the sync loop did, by action.
     pub sync_actions: Family<ActionLabels, Counter>,
     /// Placeholders currently kept in the controller namespace.
     pub placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Labelled ServerConfigs of the controller namespace somebody else changed.
+    pub adopted_placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// 1 while this replica holds the sync lease.
     pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
@@ -96,6 +216,30 @@ impl Metrics {
             "Lookups the watch caches could not answer, served by a direct GET",
             cache_misses.clone(),
         );
+        let direct_gets = Family::default();
+        registry.register(
+            "direct_gets",
+            "Direct GETs after a cache miss, by kind and result (not_found_cached and throttled were not sent)",
+            direct_gets.clone(),
+        );
+        let refusals = Family::default();
+        registry.register(
+            "refusals",
+            "Connections and requests turned away, by listener and reason",
+            refusals.clone(),
+        );
+        let open_connections = Family::default();
+        registry.register(
+            "open_connections",
+            "Connections open now, by listener",
+            open_connections.clone(),
+        );
+        let inflight_bytes = Gauge::default();
+        registry.register(
+            "inflight_bytes",
+            "Bytes of request bodies held now (counted against --max-inflight-bytes)",
+            inflight_bytes.clone(),
+        );
         let tls_reloads = Family::default();
         registry.register(
             "tls_reloads",
@@ -114,6 +258,12 @@ impl Metrics {
             "Placeholder ServerConfigs kept in the controller namespace",
             placeholders.clone(),
         );
+        let adopted_placeholders = Gauge::default();
+        registry.register(
+            "adopted_placeholders",
+            "Labelled ServerConfigs of the controller namespace changed by someone else (never touched)",
+            adopted_placeholders.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "sync_leader",
@@ -124,7 +274,12 @@ impl Metrics {
             registry,
             sync_actions,
             placeholders,
+            adopted_placeholders,
             leader,
+            direct_gets,
+            refusals,
+            open_connections,
+            inflight_bytes,
             admissions,
             latency,
             cache_objects,
@@ -144,11 +299,26 @@ impl Metrics {
     }
 
     /// Counts one sync action.
-    pub fn sync_action(&self, action: &str) {
+    pub fn sync_action(&self, action: SyncAction) {
         self.sync_actions
-            .get_or_create(&ActionLabels {
-                action: action.to_string(),
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// Counts one direct GET (or one not sent).
+    pub fn direct_get(&self, kind: &str, result: GetResult) {
+        self.direct_gets
+            .get_or_create(&GetLabels {
+                kind: kind.to_string(),
+                result,
             })
+            .inc();
+    }
+
+    /// Counts one connection or request turned away.
+    pub fn refusal(&self, listener: Listener, reason: Refusal) {
+        self.refusals
+            .get_or_create(&RefusalLabels { listener, reason })
             .inc();
     }
 

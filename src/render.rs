@@ -1,6 +1,7 @@
 //! `render`: the webhook's answer for files on disk, offline, through the
 //! same core as `serve`. For GitOps pipelines and support engineers.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
@@ -26,28 +27,46 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// Reads one YAML or JSON document from a file.
+/// Largest input file `render` reads: a Kubernetes object is at most
+/// 1.5 MiB in etcd, and a manifest of one with comments far less.
+pub const MAX_INPUT_BYTES: u64 = 4 << 20;
+
+/// Reads one YAML or JSON document from a file (at most
+/// [`MAX_INPUT_BYTES`]; a device or pipe that never ends is cut there).
 pub fn read_document(path: &Path) -> Result<Value, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError(format!("cannot read {}: {e}", path.display())))?;
+    let cannot = |e: std::io::Error| InputError(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(InputError(format!(
+            "{} is larger than {} MiB; give one Kubernetes object",
+            path.display(),
+            MAX_INPUT_BYTES >> 20
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| InputError(format!("{}: not UTF-8 text: {e}", path.display())))?;
     parse_document(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))
 }
 
-/// Parses one YAML (or JSON, which is YAML) document.
+/// Parses one YAML (or JSON, which is YAML) document; stops at the second.
 pub fn parse_document(text: &str) -> Result<Value, String> {
-    let mut docs = Vec::new();
+    let mut found: Option<Value> = None;
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let v: Value = serde::Deserialize::deserialize(doc)
             .map_err(|e| format!("not valid YAML or JSON: {e}"))?;
-        if !v.is_null() {
-            docs.push(v);
+        if v.is_null() {
+            continue;
         }
+        if found.is_some() {
+            return Err("the file holds more than one document; give exactly one".into());
+        }
+        found = Some(v);
     }
-    match docs.len() {
-        0 => Err("the file holds no document".into()),
-        1 => Ok(docs.remove(0)),
-        n => Err(format!("the file holds {n} documents; give exactly one")),
-    }
+    found.ok_or_else(|| "the file holds no document".into())
 }
 
 /// Applies the core to a workload, its Server and a ServerConfig.

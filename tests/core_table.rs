@@ -9,6 +9,9 @@ use serverconfig_webhook::core::mutate::{
     decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope, Settings, WorkloadKind,
     HASH_ANNOTATION, LAST_APPLIED_ANNOTATION, SOURCE_ANNOTATION,
 };
+use serverconfig_webhook::core::placeholder::{
+    LEGACY_USED_BY_ANNOTATION, PLACEHOLDER_ANNOTATION, PLACEHOLDER_TEXT,
+};
 use support::*;
 
 const APP: &str = "financial-mlops-pytorch";
@@ -539,7 +542,7 @@ fn server_problems_deny_create_and_warn_on_update() {
     let s = settings(OnMissing::Auto);
     let run = admit(Operation::Create, &incoming, None, Some(&team), None, &s);
     assert!(
-        matches!(&run.decision, Decision::Denied { message } if message.contains("Server financial-mlops-pytorch/mlserver named by the controller owner reference does not exist"))
+        matches!(&run.decision, Decision::Denied { message } if message.contains("Server financial-mlops-pytorch/mlserver (uid \"1111-2222\") named by the controller owner reference does not exist"))
     );
     let run = admit(Operation::Update, &incoming, None, Some(&team), None, &s);
     assert!(
@@ -587,9 +590,9 @@ fn foreign_keys_survive_and_shared_config_keys_go() {
 #[test]
 fn placeholder_keys_stay_in_the_template_frozen_at_create() {
     let team = real_server_config("mlserver", APP, "mlserver-config", team_image);
+    // an earlier release's placeholder: container names and a used-by list
     let mut ph = ctl_placeholder("mlserver");
-    ph["metadata"]["annotations"] =
-        json!({"serverconfig-webhook/used-by": "financial-mlops-pytorch"});
+    ph["metadata"]["annotations"][LEGACY_USED_BY_ANNOTATION] = json!("financial-mlops-pytorch");
     let srv = server(APP, "mlserver", "mlserver-config", json!({}));
     let s = settings(OnMissing::Auto);
     let created = admit(
@@ -607,8 +610,12 @@ fn placeholder_keys_stay_in_the_template_frozen_at_create() {
         "serverconfig-webhook"
     );
     assert_eq!(
-        tmpl["annotations"]["serverconfig-webhook/used-by"],
+        tmpl["annotations"][LEGACY_USED_BY_ANNOTATION],
         "financial-mlops-pytorch"
+    );
+    assert_eq!(
+        tmpl["annotations"][PLACEHOLDER_ANNOTATION],
+        PLACEHOLDER_TEXT
     );
     // Not on the workload itself: the controller ignores object metadata.
     assert!(created.object["metadata"]["labels"]
@@ -616,8 +623,8 @@ fn placeholder_keys_stay_in_the_template_frozen_at_create() {
         .is_none());
     // The placeholder's users change; the controller sends a full Update
     // with the new value; the template keeps the stored one (no rollout).
-    ph["metadata"]["annotations"] =
-        json!({"serverconfig-webhook/used-by": "financial-mlops-pytorch,financial-inference"});
+    ph["metadata"]["annotations"][LEGACY_USED_BY_ANNOTATION] =
+        json!("financial-mlops-pytorch,financial-inference");
     let update = controller_statefulset(&srv, &ph);
     let run = admit_with_old(
         Operation::Update,
@@ -631,6 +638,46 @@ fn placeholder_keys_stay_in_the_template_frozen_at_create() {
     assert_eq!(
         run.object["spec"]["template"],
         created.object["spec"]["template"]
+    );
+    // The upgrade: the sync loop rewrites the placeholder in the current
+    // shape (no containers, no used-by); the controller's next Update
+    // lacks both, and the template is still the stored one (no rollout).
+    let current = placeholder(CTL, "mlserver-config", &[]);
+    let update = controller_statefulset(&srv, &current);
+    assert!(update["spec"]["template"]["metadata"]["annotations"]
+        .get(LEGACY_USED_BY_ANNOTATION)
+        .is_none());
+    let upgraded = admit_with_old(
+        Operation::Update,
+        &update,
+        Some(&created.object),
+        Some(&srv),
+        Some(&team),
+        Some(&current),
+        &s,
+    );
+    assert_eq!(
+        upgraded.object["spec"]["template"], created.object["spec"]["template"],
+        "upgrading the placeholder rolls no pod"
+    );
+    // A workload created from the current shape carries only its constant keys.
+    let fresh = admit(
+        Operation::Create,
+        &controller_statefulset(&srv, &current),
+        Some(&srv),
+        Some(&team),
+        Some(&current),
+        &s,
+    );
+    let tmpl = &fresh.object["spec"]["template"]["metadata"];
+    assert_eq!(
+        tmpl["annotations"][PLACEHOLDER_ANNOTATION],
+        PLACEHOLDER_TEXT
+    );
+    assert!(tmpl["annotations"].get(LEGACY_USED_BY_ANNOTATION).is_none());
+    assert_eq!(
+        fresh.object["spec"]["template"]["spec"], created.object["spec"]["template"]["spec"],
+        "the same pod spec whatever the placeholder's shape"
     );
 }
 

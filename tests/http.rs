@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use serverconfig_webhook::admission::Admission;
 use serverconfig_webhook::cache::Caches;
+use serverconfig_webhook::core::bounds::MAX_LIST_ENTRIES;
 use serverconfig_webhook::core::mutate::{OnMissing, Settings};
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{tls, Limits, Readiness, Server, BODY_LIMIT};
@@ -575,6 +576,16 @@ async fn reviews_the_rules_cannot_serve_get_specific_answers() {
         json!({"group": "", "version": "v1", "resource": "configmaps"});
     let mut numeric_template = incoming();
     numeric_template["spec"]["template"] = json!(1);
+    // someone who cannot read the namespace makes up a review for its
+    // Server: without the Server's uid, the same answer as no Server
+    let mut forged = incoming();
+    forged["metadata"]["ownerReferences"][0]["uid"] = json!("guessed-uid");
+    forged["spec"]["template"]["spec"] = json!({});
+    let mut query_name = incoming();
+    query_name["metadata"]["ownerReferences"][0]["name"] = json!("srv?x=1");
+    let mut long_args = incoming();
+    long_args["spec"]["template"]["spec"]["containers"][1]["args"] =
+        json!(vec![""; MAX_LIST_ENTRIES + 1]);
     // (name, review, allowed, text in the message or warnings)
     let cases: Vec<(&str, Value, bool, &str)> = vec![
         ("request without object", no_object, true, ""),
@@ -583,7 +594,25 @@ async fn reviews_the_rules_cannot_serve_get_specific_answers() {
             "owner is a Server that does not exist",
             review("CREATE", &owned_by("ghost")),
             false,
-            "Server financial-mlops-pytorch/ghost named by the controller owner reference does not exist",
+            "Server financial-mlops-pytorch/ghost (uid \"1111-2222\") named by the controller owner reference does not exist",
+        ),
+        (
+            "owner reference with another uid than the Server's",
+            review("CREATE", &forged),
+            false,
+            "Server financial-mlops-pytorch/mlserver (uid \"guessed-uid\") named by the controller owner reference does not exist",
+        ),
+        (
+            "owner reference whose name is not a Kubernetes name",
+            review("CREATE", &query_name),
+            false,
+            "the controller owner reference names Server \"srv?x=1\", which is not a valid Kubernetes name",
+        ),
+        (
+            "a list longer than a Seldon pod spec holds",
+            review("CREATE", &long_args),
+            false,
+            "the request's object is too large for a Seldon Server workload: spec.template.spec.containers[1].args has more than 1000 entries",
         ),
         (
             "Server with an empty serverConfig",

@@ -17,7 +17,7 @@ use kube::{Client, ResourceExt};
 use store::{Entry, Relist, Store};
 
 use crate::core::model::{ModelError, Server, ServerConfig};
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{GetResult, KindLabels, Metrics};
 
 /// `mlops.seldon.io/v1alpha1` Server.
 pub fn server_resource() -> ApiResource {
@@ -136,6 +136,7 @@ pub struct Caches {
     metrics: Arc<Metrics>,
     /// Bumped on every watch event, so the sync loop can react to changes.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    misses: Misses,
 }
 
 fn start_watch(
@@ -269,6 +270,7 @@ impl Caches {
             ready: AtomicBool::new(false),
             metrics,
             changes,
+            misses: Misses::default(),
         })
     }
 
@@ -282,9 +284,19 @@ impl Caches {
         self.changes.subscribe()
     }
 
-    /// Every cached ServerConfig, parsed (unreadable ones are skipped and logged).
-    pub fn all_server_configs(&self) -> Vec<Arc<Result<ServerConfig, ModelError>>> {
-        all_parsed(&self.configs, ServerConfig::from_value)
+    /// The cached ServerConfigs of `ns`, parsed (unreadable ones as errors).
+    pub fn server_configs_in(&self, ns: &str) -> Vec<Arc<Result<ServerConfig, ModelError>>> {
+        all_parsed(&self.configs, Some(ns), ServerConfig::from_value)
+    }
+
+    /// `(namespace, name)` of every cached ServerConfig, without parsing
+    /// any: the placeholder plan needs names only.
+    pub fn server_config_names(&self) -> Vec<(String, String)> {
+        self.configs
+            .list(None)
+            .into_iter()
+            .map(|(ns, name, _)| (ns, name))
+            .collect()
     }
 
     /// Cached Servers of `ns` whose `spec.serverConfig` is `config_name`.
@@ -371,14 +383,79 @@ async fn cache_miss<T>(
         })
         .inc();
     let client = caches.client.clone()?;
+    let counted = |result| {
+        caches.metrics.direct_get(cache.kind, result);
+        None
+    };
+    let key = (cache.kind, ns.to_string(), name.to_string());
+    if caches.misses.recently_not_found(&key) {
+        return counted(GetResult::NotFoundCached);
+    }
+    if caches.misses.limiter.check().is_err() {
+        tracing::warn!(
+            kind = cache.kind,
+            namespace = ns,
+            name,
+            "direct GET after cache miss not sent: over the rate limit"
+        );
+        return counted(GetResult::Throttled);
+    }
     let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &cache.resource);
     match api.get_opt(name).await {
-        Ok(Some(obj)) => Some(Arc::new(to_value(&obj).and_then(|v| parse(&v)))),
-        Ok(None) => None,
+        Ok(Some(obj)) => {
+            caches.metrics.direct_get(cache.kind, GetResult::Found);
+            Some(Arc::new(to_value(&obj).and_then(|v| parse(&v))))
+        }
+        Ok(None) => {
+            caches.misses.not_found(key);
+            counted(GetResult::NotFound)
+        }
         Err(e) => {
             tracing::warn!(kind = cache.kind, namespace = ns, name, error = %e, "direct GET after cache miss failed");
-            None
+            counted(GetResult::Error)
         }
+    }
+}
+
+/// What bounds the direct GETs of cache misses: names are checked by the
+/// caller (`core::names`), a name not found is not asked for again for
+/// [`NOT_FOUND_TTL`], and GETs are rate limited, so reviews naming random
+/// objects cannot turn into a stream of API requests.
+struct Misses {
+    not_found: quick_cache::sync::Cache<(&'static str, String, String), std::time::Instant>,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+/// How long a name the API server did not find is answered from memory.
+const NOT_FOUND_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Names remembered as not found.
+const NOT_FOUND_ENTRIES: usize = 4096;
+/// Direct GETs per second, and the burst above it.
+const GETS_PER_SECOND: u32 = 20;
+const GETS_BURST: u32 = 50;
+
+impl Default for Misses {
+    fn default() -> Self {
+        let rate = std::num::NonZeroU32::new(GETS_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(GETS_BURST).unwrap_or(std::num::NonZeroU32::MIN);
+        Misses {
+            not_found: quick_cache::sync::Cache::new(NOT_FOUND_ENTRIES),
+            limiter: governor::RateLimiter::direct(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ),
+        }
+    }
+}
+
+impl Misses {
+    fn recently_not_found(&self, key: &(&'static str, String, String)) -> bool {
+        self.not_found
+            .get(key)
+            .is_some_and(|at| at.elapsed() < NOT_FOUND_TTL)
+    }
+
+    fn not_found(&self, key: (&'static str, String, String)) {
+        self.not_found.insert(key, std::time::Instant::now());
     }
 }
 
@@ -437,15 +514,16 @@ fn parse_entry<T>(
     )
 }
 
-/// Every cached object, parsed. Objects not in the parse cache are parsed
-/// without being added to it, so a full scan (the sync loop's) does not
-/// keep a parsed copy of every object in memory.
+/// Every cached object of `ns` (all with `None`), parsed. Objects not in
+/// the parse cache are parsed without being added to it, so a full scan
+/// does not keep a parsed copy of every object in memory.
 fn all_parsed<T>(
     cache: &KindCache<T>,
+    ns: Option<&str>,
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
 ) -> Vec<Arc<Result<T, ModelError>>> {
     cache
-        .list(None)
+        .list(ns)
         .into_iter()
         .map(
             |(ns, name, e)| match cache.parsed.peek(&(ns.clone(), name.clone())) {

@@ -147,3 +147,45 @@ pub fn vct_identity(vct: &Value) -> Value {
         "spec": spec,
     }))
 }
+
+/// How a stored workload's pod template differs from the desired one, for
+/// messages: per container, a missing container or another image; else
+/// that other fields differ.
+pub fn differences(workload: &Value, want: &Desired) -> Vec<String> {
+    let containers = |v: &Value| -> BTreeMap<String, String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let field = |f: &str| c.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+                (field("name"), field("image"))
+            })
+            .collect()
+    };
+    let stored = containers(
+        workload
+            .pointer("/spec/template/spec/containers")
+            .unwrap_or(&Value::Null),
+    );
+    let wanted = containers(want.pod_spec.get("containers").unwrap_or(&Value::Null));
+    let mut out: Vec<String> = wanted
+        .iter()
+        .filter_map(|(name, image)| match stored.get(name) {
+            None => Some(format!("container {name} missing")),
+            Some(img) if img != image => Some(format!(
+                "container {name} has image {img:?}, want {image:?}"
+            )),
+            _ => None,
+        })
+        .collect();
+    out.extend(
+        stored
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .map(|n| format!("container {n} not wanted")),
+    );
+    if out.is_empty() {
+        out.push("images match; other fields differ".into());
+    }
+    out
+}

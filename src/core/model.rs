@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::bounds::{check_value, Limits};
+
 /// Label that marks objects this tool owns (placeholders).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on objects this tool owns.
@@ -137,6 +139,12 @@ impl Server {
         check_kind(obj, "Server")?;
         let meta = meta_of(obj, "Server")?;
         let spec_raw = obj.get("spec").cloned().unwrap_or(Value::Null);
+        check_value(&spec_raw, Limits::default()).map_err(|e| ModelError::Invalid {
+            what: "Server",
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            detail: e.under("spec").to_string(),
+        })?;
         let spec = Option::<RawServerSpec>::deserialize(&spec_raw)
             .map_err(|e| ModelError::Invalid {
                 what: "Server",
@@ -168,6 +176,10 @@ impl ServerConfig {
             name: meta.name.clone(),
             detail,
         };
+        if let Some(spec) = obj.get("spec") {
+            check_value(spec, Limits::default())
+                .map_err(|e| invalid(e.under("spec").to_string()))?;
+        }
         let pod_spec = match obj.pointer("/spec/podSpec") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -192,11 +204,6 @@ impl ServerConfig {
             pod_spec,
             volume_claim_templates,
         })
-    }
-
-    /// Whether this ServerConfig is a placeholder this tool owns.
-    pub fn is_placeholder(&self) -> bool {
-        self.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
     }
 }
 

@@ -4,13 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use json_patch::jsonptr::{Pointer, PointerBuf};
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use json_patch::Patch;
 use serde_json::{json, Value};
 
-use super::defaults::{eq_normalized, normalize};
+use super::defaults::normalize;
 use super::desired::{desired, vct_identity, Desired};
 use super::model::{Server, ServerConfig, SELDON_GROUP};
+use super::names::is_valid_name;
+use super::patch::{at, PatchBuilder, MAX_PATCH_BYTES};
+use super::placeholder::{frozen_keys, is_ours};
 
 /// Annotation naming the ServerConfig the webhook applied (`<ns>/<name>`).
 pub const SOURCE_ANNOTATION: &str = "serverconfig-webhook/source";
@@ -102,28 +104,43 @@ pub fn scope(
     }
 }
 
-/// `value.pointer(path)` for this module's constant paths (no `~`
-/// escapes, no array indexes), without allocating per segment: the hot
-/// path looks up a dozen paths per admission.
-fn at<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('/')
-        .skip(1)
-        .try_fold(value, |v, key| v.as_object()?.get(key))
-}
-
 /// Name of the `mlops.seldon.io` Server in the object's controller owner
 /// reference, if any.
 pub fn controller_server_owner(object: &Value) -> Option<String> {
+    controller_owner(object).map(|o| o.name.to_string())
+}
+
+/// The controller owner reference to a Server: its name and uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub name: &'a str,
+    /// Empty when the reference carries none (files given to `render`; the
+    /// API server requires one).
+    pub uid: &'a str,
+}
+
+/// The object's controller owner reference to a `mlops.seldon.io` Server.
+pub fn controller_owner(object: &Value) -> Option<Owner<'_>> {
     let refs = at(object, "/metadata/ownerReferences")?.as_array()?;
     refs.iter().find_map(|r| {
         let is_controller = r.get("controller").and_then(Value::as_bool) == Some(true);
         let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let group = api_version.split('/').next().unwrap_or("");
         let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
-        (is_controller && group == SELDON_GROUP && kind == "Server")
-            .then(|| r.get("name").and_then(Value::as_str).map(str::to_string))
-            .flatten()
+        let name = r.get("name").and_then(Value::as_str)?;
+        let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
+        (is_controller && group == SELDON_GROUP && kind == "Server").then_some(Owner { name, uid })
     })
+}
+
+/// Whether the owner reference names this Server: by name, and by uid when
+/// both carry one. The uid is what makes a review a capability: whoever
+/// cannot read a namespace's Servers cannot know it, so a review made up
+/// for another namespace learns nothing of its ServerConfig, not even
+/// whether the Server exists (the message is the same).
+fn owns(owner: Owner<'_>, server: &Server) -> bool {
+    owner.name == server.meta.name
+        && (owner.uid.is_empty() || server.meta.uid.is_empty() || owner.uid == server.meta.uid)
 }
 
 /// What the lookups found, handed to [`decide`].
@@ -197,7 +214,7 @@ pub fn decide(
             message: format!("serverconfig-webhook: the object's {part} is not a JSON object"),
         };
     }
-    let owner = controller_server_owner(object).unwrap_or_default();
+    let owner = controller_owner(object).unwrap_or(Owner { name: "", uid: "" });
     let refuse = |message: String| match operation {
         Operation::Create => Decision::Denied { message },
         _ => Decision::Unchanged {
@@ -205,15 +222,28 @@ pub fn decide(
             warnings: vec![message],
         },
     };
-    let Some(server) = inputs.server else {
+    if !is_valid_name(owner.name) {
         return refuse(format!(
-            "serverconfig-webhook: Server {namespace}/{owner} named by the controller owner reference does not exist"
+            "serverconfig-webhook: the controller owner reference names Server {:?}, which is not a valid Kubernetes name",
+            owner.name
+        ));
+    }
+    let Some(server) = inputs.server.filter(|s| owns(owner, s)) else {
+        return refuse(format!(
+            "serverconfig-webhook: Server {namespace}/{} (uid {:?}) named by the controller owner reference does not exist",
+            owner.name, owner.uid
         ));
     };
     if server.server_config.is_empty() {
         return refuse(format!(
             "serverconfig-webhook: Server {namespace}/{} has an empty spec.serverConfig",
             server.meta.name
+        ));
+    }
+    if !is_valid_name(&server.server_config) {
+        return refuse(format!(
+            "serverconfig-webhook: Server {namespace}/{} names ServerConfig {:?}, which is not a valid Kubernetes name",
+            server.meta.name, server.server_config
         ));
     }
     let sc_name = &server.server_config;
@@ -260,7 +290,7 @@ fn on_missing(
     settings: &Settings,
 ) -> Decision {
     let ctl = &settings.controller_namespace;
-    let shared = controller_config.is_some_and(|c| !c.is_placeholder());
+    let shared = controller_config.is_some_and(|c| !is_ours(c));
     let allow = match settings.on_missing {
         OnMissing::Allow => true,
         OnMissing::Deny => false,
@@ -279,7 +309,7 @@ fn on_missing(
             )],
         }
     } else {
-        let why = if controller_config.is_some_and(|c| c.is_placeholder()) {
+        let why = if controller_config.is_some_and(is_ours) {
             format!(" ({ctl}/{sc_name} is only a placeholder with no images)")
         } else if controller_config.is_none() {
             String::new()
@@ -306,32 +336,32 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 
 /// What to do with the keys the controller copied from the
 /// controller-namespace ServerConfig.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum Copied<'a> {
     /// Nothing known about the controller's ServerConfig.
     Unknown,
     /// A real shared ServerConfig: its keys are not desired, drop them.
     Drop(&'a BTreeMap<String, String>),
-    /// A placeholder: keep its keys in the pod template with the value
-    /// they had when the workload was created. The stock controller copies
-    /// ServerConfig labels and annotations into the template and compares
-    /// the template on every reconcile; without them it would send an
-    /// Update each time, and with live values a change of the placeholder's
-    /// annotations would roll every pod that uses it.
-    Freeze {
-        keys: &'a BTreeMap<String, String>,
-        stored: Option<BTreeMap<String, String>>,
-    },
+    /// A placeholder: keep its keys in the pod template with their stored
+    /// value (on CREATE, the value the controller sends). The stock
+    /// controller copies ServerConfig labels and annotations into the
+    /// template and compares the template on every reconcile; without them
+    /// it would send an Update each time. A placeholder's keys never change
+    /// (`core::placeholder`), and keeping the stored value means that the
+    /// ones earlier releases changed never roll a pod either.
+    Freeze(&'a BTreeMap<String, String>),
 }
 
 /// Keeps keys other parties set on the object (for example
 /// `kubectl.kubernetes.io/restartedAt`), treats keys copied from the
 /// controller-namespace ServerConfig as [`Copied`] says, and sets every
-/// desired key.
+/// desired key. `stored` is the stored map on UPDATE of a pod template:
+/// there this tool's own keys are kept at their stored value too.
 fn reconcile_map(
     current: &BTreeMap<String, String>,
     wanted: &BTreeMap<String, String>,
-    copied: &Copied<'_>,
+    copied: Copied<'_>,
+    stored: Option<&BTreeMap<String, String>>,
 ) -> BTreeMap<String, String> {
     let mut out = current.clone();
     match copied {
@@ -343,107 +373,60 @@ fn reconcile_map(
                 }
             }
         }
-        Copied::Freeze { keys, stored } => {
+        Copied::Freeze(keys) => {
             for k in keys.keys() {
-                if let Some(v) = stored.as_ref().and_then(|s| s.get(k)) {
+                if let Some(v) = stored.and_then(|s| s.get(k)) {
                     out.insert(k.clone(), v.clone());
                 }
             }
+        }
+    }
+    for (k, v) in stored.into_iter().flat_map(frozen_keys) {
+        if !wanted.contains_key(k) {
+            out.insert(k.clone(), v.clone());
         }
     }
     out.extend(wanted.iter().map(|(k, v)| (k.clone(), v.clone())));
     out
 }
 
-struct PatchBuilder<'a> {
-    object: &'a Value,
-    ops: Vec<PatchOperation>,
+/// How the keys the controller copied from its own namespace's
+/// ServerConfig are treated: labels and annotations, on the object and in
+/// the pod template.
+#[derive(Clone, Copy)]
+struct CopiedKeys<'a> {
+    config: Option<&'a ServerConfig>,
 }
 
-impl PatchBuilder<'_> {
-    /// Adds an op setting `path` to `value` unless it is already equal
-    /// semantically. The parent must exist (callers ensure it).
-    fn set(&mut self, path: &str, value: Value) {
-        let normalized = normalize(&value);
-        if !self.equals(path, &normalized) {
-            self.put(path, &value);
-        }
-    }
-
-    /// [`Self::set`] for a borrowed value whose normal form is known (the
-    /// pod spec, which an already-fixed object matches): nothing is copied
-    /// when it is equal, and otherwise only what the patch writes.
-    fn set_normalized(&mut self, path: &str, value: &Value, normalized: &Value) {
-        if !self.equals(path, normalized) {
-            self.put(path, value);
-        }
-    }
-
-    /// Whether the object holds a value at `path` whose normal form is `normalized`.
-    fn equals(&self, path: &str, normalized: &Value) -> bool {
-        at(self.object, path).is_some_and(|c| eq_normalized(normalized, c))
-    }
-
-    /// Adds ops setting `path` to `value`. Where an object or array is
-    /// already there, only the fields that differ are written (a diff, not
-    /// a replacement of the whole value): the controller's objects differ
-    /// from what is wanted in a few images and annotations, and a small
-    /// patch is cheaper for the API server to read and apply than a copy
-    /// of the pod spec and of `seldon.io/last-applied`. Applied, both give
-    /// the same object. `value` is copied only where it is written whole.
-    fn put(&mut self, path: &str, value: &Value) {
-        let Ok(pointer) = path.parse::<PointerBuf>() else {
-            return; // paths are constants of this module
-        };
-        match at(self.object, path) {
-            Some(current) if same_container(current, value) => {
-                self.ops.extend(
-                    json_patch::diff(current, value)
-                        .0
-                        .into_iter()
-                        .map(|op| under(&pointer, op)),
-                );
-            }
-            Some(_) => self.ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: pointer,
-                value: value.clone(),
-            })),
-            None => self.ops.push(PatchOperation::Add(AddOperation {
-                path: pointer,
-                value: value.clone(),
-            })),
+impl<'a> CopiedKeys<'a> {
+    fn of(
+        &self,
+        field: fn(&ServerConfig) -> &BTreeMap<String, String>,
+        template: bool,
+    ) -> Copied<'a> {
+        match self.config {
+            None => Copied::Unknown,
+            Some(c) if template && is_ours(c) => Copied::Freeze(field(c)),
+            Some(c) => Copied::Drop(field(c)),
         }
     }
 }
 
-/// Both objects or both arrays: a diff between them is a valid patch.
-fn same_container(a: &Value, b: &Value) -> bool {
-    matches!(
-        (a, b),
-        (Value::Object(_), Value::Object(_)) | (Value::Array(_), Value::Array(_))
-    )
+fn labels_of(c: &ServerConfig) -> &BTreeMap<String, String> {
+    &c.meta.labels
 }
 
-/// `op` (from a diff of the value at `prefix`) with its paths made absolute.
-fn under(prefix: &Pointer, mut op: PatchOperation) -> PatchOperation {
-    let absolute = |p: &mut PointerBuf| *p = prefix.concat(p);
-    match &mut op {
-        PatchOperation::Add(o) => absolute(&mut o.path),
-        PatchOperation::Remove(o) => absolute(&mut o.path),
-        PatchOperation::Replace(o) => absolute(&mut o.path),
-        PatchOperation::Test(o) => absolute(&mut o.path),
-        PatchOperation::Move(o) => {
-            absolute(&mut o.from);
-            absolute(&mut o.path);
-        }
-        PatchOperation::Copy(o) => {
-            absolute(&mut o.from);
-            absolute(&mut o.path);
-        }
-    }
-    op
+fn annotations_of(c: &ServerConfig) -> &BTreeMap<String, String> {
+    &c.meta.annotations
 }
 
+const TEMPLATE_LABELS: &str = "/spec/template/metadata/labels";
+const TEMPLATE_ANNOTATIONS: &str = "/spec/template/metadata/annotations";
+
+/// The patch that turns `object` into the desired workload, in steps: the
+/// object's labels and annotations, the pod template's, the pod spec, the
+/// fields that cannot change on UPDATE; then the warnings and the size
+/// bound.
 fn build_patch(
     operation: Operation,
     kind: WorkloadKind,
@@ -453,80 +436,86 @@ fn build_patch(
     sc_name: &str,
     inputs: &Inputs<'_>,
 ) -> Decision {
-    let (controller_config, old_object) = (inputs.controller_config, inputs.old_object);
-    let mut warnings = Vec::new();
-    let source = format!("{namespace}/{sc_name}");
-    // How keys copied from the controller-namespace config are treated, on
-    // the object and in the pod template (labels, then annotations).
-    let copied =
-        |field: fn(&ServerConfig) -> &BTreeMap<String, String>, path: &str, template: bool| {
-            match controller_config {
-                None => Copied::Unknown,
-                Some(c) if template && c.is_placeholder() => Copied::Freeze {
-                    keys: field(c),
-                    stored: old_object.map(|o| string_map(at(o, path))),
-                },
-                Some(c) => Copied::Drop(field(c)),
-            }
-        };
-    let labels_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.labels;
-    let annotations_of: fn(&ServerConfig) -> &BTreeMap<String, String> = |c| &c.meta.annotations;
-    let reconciled = |path: &str, wanted: &BTreeMap<String, String>, how: &Copied<'_>| {
-        reconcile_map(&string_map(at(object, path)), wanted, how)
-    };
-    let mut b = PatchBuilder {
-        object,
-        ops: Vec::new(),
-    };
-
     if object.get("metadata").is_none() {
         return Decision::Denied {
             message: "serverconfig-webhook: the object has no metadata".into(),
         };
     }
-    let labels = reconciled(
-        "/metadata/labels",
+    let source = format!("{namespace}/{sc_name}");
+    let copied = CopiedKeys {
+        config: inputs.controller_config,
+    };
+    let mut b = PatchBuilder::new(object);
+    set_object_metadata(&mut b, want, &source, copied);
+    set_template_metadata(&mut b, want, copied, inputs.old_object);
+    b.set_normalized(
+        "/spec/template/spec",
+        &want.pod_spec,
+        &want.pod_spec_normalized,
+    );
+    let mut warnings =
+        keep_immutable_fields(&mut b, operation, kind, want, inputs.old_object, &source);
+    warnings.extend(desired_warnings(want, &source));
+    finish(b, want, source, warnings)
+}
+
+/// The object's labels and annotations, with the webhook's own
+/// `source` and `hash` annotations.
+fn set_object_metadata(
+    b: &mut PatchBuilder<'_>,
+    want: &Desired,
+    source: &str,
+    copied: CopiedKeys<'_>,
+) {
+    let object = b.object();
+    let labels = reconcile_map(
+        &string_map(at(object, "/metadata/labels")),
         &want.labels,
-        &copied(labels_of, "", false),
+        copied.of(labels_of, false),
+        None,
     );
     b.set("/metadata/labels", json!(labels));
-    let mut wanted_annotations = want.annotations.clone();
-    wanted_annotations.insert(SOURCE_ANNOTATION.into(), source.clone());
-    wanted_annotations.insert(HASH_ANNOTATION.into(), want.hash.clone());
-    let annotations = reconciled(
-        "/metadata/annotations",
-        &wanted_annotations,
-        &copied(annotations_of, "", false),
+    let mut wanted = want.annotations.clone();
+    wanted.insert(SOURCE_ANNOTATION.into(), source.to_string());
+    wanted.insert(HASH_ANNOTATION.into(), want.hash.clone());
+    let annotations = reconcile_map(
+        &string_map(at(object, "/metadata/annotations")),
+        &wanted,
+        copied.of(annotations_of, false),
+        None,
     );
     b.set("/metadata/annotations", json!(annotations));
+}
 
-    if at(object, "/spec").is_none_or(|s| !s.is_object()) {
-        return Decision::Denied {
-            message: "serverconfig-webhook: the object has no spec".into(),
-        };
-    }
-    const TEMPLATE_LABELS: &str = "/spec/template/metadata/labels";
-    const TEMPLATE_ANNOTATIONS: &str = "/spec/template/metadata/annotations";
-    let template_labels = reconciled(
-        TEMPLATE_LABELS,
+/// The pod template's labels and annotations (creating the template's
+/// metadata where the object has none).
+fn set_template_metadata(
+    b: &mut PatchBuilder<'_>,
+    want: &Desired,
+    copied: CopiedKeys<'_>,
+    old_object: Option<&Value>,
+) {
+    let object = b.object();
+    let stored = |path: &str| old_object.map(|o| string_map(at(o, path)));
+    let (stored_labels, stored_annotations) =
+        (stored(TEMPLATE_LABELS), stored(TEMPLATE_ANNOTATIONS));
+    let labels = reconcile_map(
+        &string_map(at(object, TEMPLATE_LABELS)),
         &want.template_labels,
-        &copied(labels_of, TEMPLATE_LABELS, true),
+        copied.of(labels_of, true),
+        stored_labels.as_ref(),
     );
-    let template_annotations = reconciled(
-        TEMPLATE_ANNOTATIONS,
+    let annotations = reconcile_map(
+        &string_map(at(object, TEMPLATE_ANNOTATIONS)),
         &want.template_annotations,
-        &copied(annotations_of, TEMPLATE_ANNOTATIONS, true),
+        copied.of(annotations_of, true),
+        stored_annotations.as_ref(),
     );
     match at(object, "/spec/template/metadata") {
         Some(Value::Object(_)) => {
-            b.set("/spec/template/metadata/labels", json!(template_labels));
-            if !(template_annotations.is_empty()
-                && at(object, "/spec/template/metadata/annotations").is_none())
-            {
-                b.set(
-                    "/spec/template/metadata/annotations",
-                    json!(template_annotations),
-                );
+            b.set(TEMPLATE_LABELS, json!(labels));
+            if !(annotations.is_empty() && at(object, TEMPLATE_ANNOTATIONS).is_none()) {
+                b.set(TEMPLATE_ANNOTATIONS, json!(annotations));
             }
         }
         _ => {
@@ -535,26 +524,27 @@ fn build_patch(
             }
             b.set(
                 "/spec/template/metadata",
-                json!({"labels": template_labels, "annotations": template_annotations}),
+                json!({"labels": labels, "annotations": annotations}),
             );
         }
     }
-    b.set_normalized(
-        "/spec/template/spec",
-        &want.pod_spec,
-        &want.pod_spec_normalized,
-    );
+}
 
-    // Fields derived from the Server alone, plus the ServerConfig's claim
-    // templates: immutable on UPDATE. There the stored value is kept (the
-    // controller's may differ, e.g. a placeholder's empty claim templates,
-    // and the API server would refuse the change), with a warning when it
-    // is not what the ServerConfig gives.
-    let vct_ids = |v: Option<&Value>| -> Vec<Value> {
-        v.and_then(Value::as_array)
-            .map(|a| a.iter().map(vct_identity).collect())
-            .unwrap_or_default()
-    };
+/// Fields derived from the Server alone, plus the ServerConfig's claim
+/// templates: immutable on UPDATE. There the stored value is kept (the
+/// controller's may differ, e.g. a placeholder's empty claim templates,
+/// and the API server would refuse the change), with a warning when it is
+/// not what the ServerConfig gives. On CREATE they are set.
+fn keep_immutable_fields(
+    b: &mut PatchBuilder<'_>,
+    operation: Operation,
+    kind: WorkloadKind,
+    want: &Desired,
+    old_object: Option<&Value>,
+    source: &str,
+) -> Vec<String> {
+    let object = b.object();
+    let mut warnings = Vec::new();
     let mut immutable: Vec<(&str, Value)> = vec![("/spec/selector", want.selector.clone())];
     if kind == WorkloadKind::StatefulSet {
         immutable.push(("/spec/serviceName", json!(want.service_name)));
@@ -564,24 +554,13 @@ fn build_patch(
         ));
     }
     for (path, value) in immutable {
-        let is_vct = path.ends_with("volumeClaimTemplates");
-        // semantic equality: claim templates by identity, the rest normalised
-        let same = |a: Option<&Value>, b: &Value| {
-            if is_vct {
-                vct_ids(a) == vct_ids(Some(b))
-            } else {
-                a.map(normalize) == Some(normalize(b))
-            }
-        };
-        let is_wanted = |a: Option<&Value>| {
-            if is_vct {
-                vct_ids(a) == want.volume_claim_template_identities
-            } else {
-                same(a, &value)
-            }
+        let field = ImmutableField {
+            is_vct: path.ends_with("volumeClaimTemplates"),
+            want,
+            value: &value,
         };
         if operation == Operation::Create {
-            if !is_wanted(at(object, path)) {
+            if !field.is_wanted(at(object, path)) {
                 b.put(path, &value);
             }
             continue;
@@ -589,68 +568,119 @@ fn build_patch(
         let kept = match old_object {
             Some(old) => {
                 let stored = match at(old, path) {
-                    None if is_vct => json!([]),
+                    None if field.is_vct => json!([]),
                     v => v.cloned().unwrap_or(Value::Null),
                 };
-                if !same(at(object, path), &stored) {
+                if !field.same(at(object, path), &stored) {
                     b.put(path, &stored);
                 }
                 Some(stored)
             }
             None => at(object, path).cloned(),
         };
-        if !is_wanted(kept.as_ref()) {
-            let field = path.trim_start_matches('/').replace('/', ".");
+        if !field.is_wanted(kept.as_ref()) {
+            let name = path.trim_start_matches('/').replace('/', ".");
             warnings.push(format!(
-                "serverconfig-webhook: {field} differs from what ServerConfig {source} gives but cannot change on update; recreate the workload to apply it"
+                "serverconfig-webhook: {name} differs from what ServerConfig {source} gives but cannot change on update; recreate the workload to apply it"
             ));
+        }
+    }
+    warnings
+}
+
+/// One immutable field and its semantic equality: claim templates by
+/// identity, the rest normalised.
+struct ImmutableField<'a> {
+    is_vct: bool,
+    want: &'a Desired,
+    value: &'a Value,
+}
+
+impl ImmutableField<'_> {
+    fn vct_ids(v: Option<&Value>) -> Vec<Value> {
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().map(vct_identity).collect())
+            .unwrap_or_default()
+    }
+
+    fn same(&self, a: Option<&Value>, b: &Value) -> bool {
+        if self.is_vct {
+            Self::vct_ids(a) == Self::vct_ids(Some(b))
+        } else {
+            a.map(normalize) == Some(normalize(b))
         }
     }
 
-    for c in want
-        .pod_spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if c.get("image")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .is_empty()
-        {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-            warnings.push(format!(
-                "serverconfig-webhook: container {name:?} has no image in ServerConfig {source}"
-            ));
+    fn is_wanted(&self, a: Option<&Value>) -> bool {
+        if self.is_vct {
+            Self::vct_ids(a) == self.want.volume_claim_template_identities
+        } else {
+            self.same(a, self.value)
         }
     }
-    let names: Vec<&str> = want
+}
+
+/// Warnings about the desired workload itself: containers without an
+/// image, duplicate container names.
+fn desired_warnings(want: &Desired, source: &str) -> Vec<String> {
+    let containers: Vec<&Value> = want
         .pod_spec
         .get("containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
         .collect();
-    let unique: BTreeSet<&str> = names.iter().copied().collect();
-    if unique.len() != names.len() {
+    let name_of = |c: &Value| {
+        c.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut warnings: Vec<String> = containers
+        .iter()
+        .filter(|c| {
+            c.get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        })
+        .map(|c| {
+            format!(
+                "serverconfig-webhook: container {:?} has no image in ServerConfig {source}",
+                name_of(c)
+            )
+        })
+        .collect();
+    let names: BTreeSet<String> = containers.iter().map(|c| name_of(c)).collect();
+    if names.len() != containers.len() {
         warnings.push(format!(
             "serverconfig-webhook: merging Server and ServerConfig {source} gives duplicate container names"
         ));
     }
+    warnings
+}
 
-    if b.ops.is_empty() {
-        Decision::Unchanged {
+/// The decision for the collected patch: none, a patch within
+/// [`MAX_PATCH_BYTES`], or a refusal naming the size.
+fn finish(b: PatchBuilder<'_>, want: &Desired, source: String, warnings: Vec<String>) -> Decision {
+    let Some(patch) = b.finish() else {
+        return Decision::Unchanged {
             reason: "already-applied",
             warnings,
-        }
-    } else {
-        Decision::Patched {
-            patch: Patch(b.ops),
-            source,
-            hash: want.hash.clone(),
-            warnings,
-        }
+        };
+    };
+    let bytes = serde_json::to_vec(&patch).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_PATCH_BYTES {
+        return Decision::Denied {
+            message: format!(
+                "serverconfig-webhook: applying ServerConfig {source} takes a patch of {bytes} bytes, more than the {MAX_PATCH_BYTES} the webhook sends; make the ServerConfig or the Server's podSpec smaller"
+            ),
+        };
+    }
+    Decision::Patched {
+        patch,
+        source,
+        hash: want.hash.clone(),
+        warnings,
     }
 }

@@ -2,6 +2,8 @@
 //! limits and graceful drain. It depends on the core through
 //! [`crate::admission`], never the other way round.
 
+mod body;
+mod conn;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -10,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,16 +25,26 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::Admission;
 use crate::cache::Caches;
+use crate::metrics::{Listener, Metrics, Refusal};
+use conn::{ConnectionCap, Deadline};
 use tls::CertStore;
 
-/// Largest review body accepted: an AdmissionReview carries `object` and,
-/// on UPDATE, `oldObject`; each is at most the API server's default 3 MiB
-/// request limit, plus 1 MiB for the envelope.
-pub const BODY_LIMIT: usize = 7 * 1024 * 1024;
+/// Largest review body accepted. The largest real review is an UPDATE:
+/// `object` is at most the API server's request limit (3 MiB of JSON by
+/// default, `--max-request-bytes`) and `oldObject` at most what etcd
+/// stores (1.5 MiB by default, `--max-request-bytes` of etcd), each
+/// re-encoded by the API server as JSON; 3 + 1.5 + 1 MiB for the envelope
+/// and the re-encoding, rounded up.
+pub const BODY_LIMIT: usize = 6 * 1024 * 1024;
+/// Default budget of request bytes held at once by all requests in flight
+/// (`--max-inflight-bytes`): with the bounds on what is parsed
+/// (`core::bounds`), the memory a burst of requests can take.
+pub const INFLIGHT_BYTES: usize = 48 * 1024 * 1024;
 
 /// Timing and limits of the listener.
 #[derive(Clone, Debug)]
@@ -49,6 +61,22 @@ pub struct Limits {
     pub shutdown_delay: Duration,
     /// After the listener closes, how long in-flight requests may take.
     pub drain_timeout: Duration,
+    /// Time from accepting a connection (after the TLS handshake) to its
+    /// first request byte.
+    pub first_byte_timeout: Duration,
+    /// Time a connection may stay silent both ways before it is closed
+    /// (the API server's HTTP/2 client pings well within it).
+    pub idle_timeout: Duration,
+    /// Connections the webhook port keeps open; past it new ones are closed.
+    pub max_connections: usize,
+    /// Connections the metrics port keeps open.
+    pub max_metrics_connections: usize,
+    /// Request body bytes all requests in flight may hold at once.
+    pub max_inflight_bytes: usize,
+    /// Reviews answered at once; more wait for a place.
+    pub max_concurrent_reviews: usize,
+    /// HTTP/2 streams one connection may have open.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -59,6 +87,13 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(25),
+            first_byte_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 1024,
+            max_metrics_connections: 64,
+            max_inflight_bytes: INFLIGHT_BYTES,
+            max_concurrent_reviews: 256,
+            max_streams_per_connection: 32,
         }
     }
 }
@@ -104,9 +139,10 @@ impl Readiness {
 struct AppState {
     admission: Arc<Admission>,
     readiness: Arc<Readiness>,
+    budget: Arc<body::Budget>,
 }
 
-async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mutate(State(state): State<AppState>, headers: HeaderMap, request_body: Body) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -116,6 +152,29 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         let msg = format!("content type must be application/json, got {content_type:?}");
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
     }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let metrics = &state.admission.metrics;
+    let (body, _held) = match body::read(&state.budget, request_body, declared, BODY_LIMIT).await {
+        Ok(read) => read,
+        Err(e @ body::BodyError::TooLarge { .. }) => {
+            metrics.refusal(Listener::Webhook, Refusal::TooLarge);
+            return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
+        }
+        Err(e @ body::BodyError::OverBudget { .. }) => {
+            metrics.refusal(Listener::Webhook, Refusal::InflightBytes);
+            tracing::warn!(error = %e, "request refused: in-flight byte budget used up");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                e.to_string(),
+            )
+                .into_response();
+        }
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     let answer = state.admission.review(&body).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -142,7 +201,9 @@ fn webhook_router(state: AppState, limits: &Limits) -> Router {
         .route("/mutate", post(mutate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_reviews,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
@@ -201,6 +262,10 @@ impl Server {
             None => None,
         };
         readiness.listening.store(true, Ordering::SeqCst);
+        let budget = Arc::new(body::Budget::new(
+            limits.max_inflight_bytes,
+            admission.metrics.clone(),
+        ));
         Ok(Server {
             listener,
             metrics_listener,
@@ -208,6 +273,7 @@ impl Server {
             state: AppState {
                 admission,
                 readiness,
+                budget,
             },
             limits,
         })
@@ -239,34 +305,40 @@ impl Server {
             state,
             limits,
         } = self;
+        let metrics = state.admission.metrics.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(ml) = metrics_listener {
-            let router = metrics_router(state.clone());
+        let metrics_task = metrics_listener.map(|ml| {
+            let accept = Acceptor {
+                router: metrics_router(state.clone()),
+                tls: None,
+                cap: Arc::new(ConnectionCap::new(
+                    Listener::Metrics,
+                    limits.max_metrics_connections,
+                    metrics.clone(),
+                )),
+                limits: limits.clone(),
+                metrics: metrics.clone(),
+            };
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
-                let stop = async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(ml, router).with_graceful_shutdown(stop).await {
-                    tracing::warn!(error = %e, "metrics listener failed");
-                }
-            });
-        }
-        let router = webhook_router(state.clone(), &limits);
-        let acceptor = TlsAcceptor::from(tls);
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256);
-        let builder = Arc::new(builder);
-
+                accept
+                    .serve(ml, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        });
+        let accept = Acceptor {
+            router: webhook_router(state.clone(), &limits),
+            tls: Some(TlsAcceptor::from(tls)),
+            cap: Arc::new(ConnectionCap::new(
+                Listener::Webhook,
+                limits.max_connections,
+                metrics,
+            )),
+            limits: limits.clone(),
+            metrics: state.admission.metrics.clone(),
+        };
         let readiness = state.readiness.clone();
         let delay = limits.shutdown_delay;
         let stop_signal = async move {
@@ -278,7 +350,44 @@ impl Server {
             );
             tokio::time::sleep(delay).await;
         };
-        tokio::pin!(stop_signal);
+        accept.serve(listener, stop_signal).await;
+        let _ = stop_tx.send(true);
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+}
+
+/// One listener's connection handling: the cap, the TLS handshake (webhook
+/// port), the deadlines, HTTP/1.1 and HTTP/2 with their limits, and the
+/// graceful drain.
+struct Acceptor {
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    cap: Arc<ConnectionCap>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Acceptor {
+    /// Accepts until `stop` resolves, then closes the listener and gives
+    /// open connections `drain_timeout` to finish.
+    async fn serve(self, listener: TcpListener, stop: impl std::future::Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.limits.max_streams_per_connection);
+        let builder = Arc::new(builder);
+        let this = Arc::new(self);
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -290,55 +399,105 @@ impl Server {
                             continue;
                         }
                     };
-                    let _ = tcp.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let service = TowerToHyperService::new(router.clone());
-                    let builder = builder.clone();
+                    let Some(slot) = this.cap.admit(peer) else {
+                        drop(tcp);
+                        continue;
+                    };
                     let watcher = graceful.watcher();
-                    let handshake_timeout = limits.handshake_timeout;
+                    let (this, builder) = (this.clone(), builder.clone());
                     tokio::spawn(async move {
-                        let mut first = [0u8; 1];
-                        if let Ok(Ok(1)) = tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
-                            if first[0].is_ascii_alphabetic() {
-                                reject_plain_http(tcp).await;
-                                return;
-                            }
-                        }
-                        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(tls), service);
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
+                        this.connection(tcp, peer, &builder, watcher).await;
+                        drop(slot);
                     });
                 }
-                _ = &mut stop_signal => break,
+                _ = &mut stop => break,
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
         tracing::info!("listener closed; draining in-flight requests");
-        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        if tokio::time::timeout(this.limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
-        Ok(())
+    }
+
+    /// Serves one connection to its end.
+    async fn connection(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        builder: &auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(self.router.clone());
+        let (first, idle) = (self.limits.first_byte_timeout, self.limits.idle_timeout);
+        let (result, timed_out) = match &self.tls {
+            None => {
+                let io = Deadline::new(tcp, first, idle);
+                let timed_out = io.timed_out();
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                (watcher.watch(conn).await, timed_out)
+            }
+            Some(acceptor) => {
+                let Some(tls) = self.handshake(acceptor, tcp, peer).await else {
+                    return;
+                };
+                let io = Deadline::new(tls, first, idle);
+                let timed_out = io.timed_out();
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                (watcher.watch(conn).await, timed_out)
+            }
+        };
+        if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+            self.metrics.refusal(self.cap.listener(), Refusal::Idle);
+            tracing::debug!(%peer, "connection closed: idle past its deadline");
+        } else if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// The TLS handshake within `handshake_timeout`; plain HTTP gets a
+    /// readable 400 instead.
+    async fn handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let timeout = self.limits.handshake_timeout;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
+                reject_plain_http(tcp).await;
+                return None;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.refusal(Listener::Webhook, Refusal::Idle);
+                tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+                return None;
+            }
+        }
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        }
     }
 }
 
 /// For `sync` alone: `/metrics`, `/healthz` and `/readyz` (ready once the
-/// caches synced) on plain HTTP until `shutdown` resolves.
+/// caches synced) on plain HTTP until `shutdown` resolves, with the same
+/// connection limits as `serve`'s metrics port.
 pub async fn serve_metrics_until(
     addr: Option<SocketAddr>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -353,11 +512,12 @@ pub async fn serve_metrics_until(
         .await
         .with_context(|| format!("binding {addr}"))?;
     let ready_caches = caches.clone();
+    let scrape_metrics = metrics.clone();
     let router = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let (m, c) = (metrics.clone(), caches.clone());
+                let (m, c) = (scrape_metrics.clone(), caches.clone());
                 async move {
                     c.record_sizes();
                     (
@@ -384,9 +544,19 @@ pub async fn serve_metrics_until(
                 }
             }),
         );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = Limits::default();
+    let accept = Acceptor {
+        router,
+        tls: None,
+        cap: Arc::new(ConnectionCap::new(
+            Listener::Metrics,
+            limits.max_metrics_connections,
+            metrics.clone(),
+        )),
+        limits,
+        metrics,
+    };
+    accept.serve(listener, shutdown).await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! manager `serverconfig-webhook` and is retried with backoff.
 
 pub mod lease;
+mod limits;
 pub mod plan;
 
 #[cfg(test)]
@@ -18,7 +19,7 @@ mod tests {
     }
 }
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,10 +39,12 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::cache::{server_config_resource, server_resource, Caches, Namespaces};
-use crate::core::model::{Server, ServerConfig};
+use crate::core::desired::{desired, differences};
+use crate::core::model::{Server, ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::mutate::{controller_server_owner, Settings, WorkloadKind, HASH_ANNOTATION};
-use crate::metrics::Metrics;
-use plan::{plan_placeholders, workload_action, PlaceholderSpec, WorkloadAction};
+use crate::core::placeholder::{is_ours, placeholder_object};
+use crate::metrics::{Metrics, SyncAction};
+use plan::{plan_placeholders, workload_action, PlaceholderPlan, WorkloadAction};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "serverconfig-webhook";
@@ -65,8 +68,9 @@ pub struct SyncConfig {
 enum SyncError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("re-admitted, but the stored template is still not the webhook's: is the webhook registered and reachable?")]
-    NotApplied,
+    /// Read back after the re-admission, the template still differs (how).
+    #[error("re-admitted, but the stored template is still not the webhook's ({0}): is the webhook registered and reachable?")]
+    NotApplied(String),
 }
 
 struct Ctx {
@@ -76,10 +80,32 @@ struct Ctx {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// Per workload, the hash whose `InjectedServerConfig` was published.
     seen_hash: Mutex<HashMap<String, String>>,
+    /// The rates one namespace's churn may cause work at.
+    limits: limits::PerNamespace,
+    /// What was reported, so that each Warning is published once per change.
+    reported: Mutex<Reported>,
+}
+
+/// What the placeholder pass last reported.
+#[derive(Default)]
+struct Reported {
+    /// Per namespace, the names past the cap already named in an Event.
+    capped: BTreeMap<String, BTreeSet<String>>,
+    /// `name/uid` of the adopted placeholders already named in an Event.
+    adopted: BTreeSet<String>,
 }
 
 impl Ctx {
+    /// Forgets the failures counted for a workload (its backoff restarts).
+    fn forget_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
     async fn event_to_server(&self, server: &Server, type_: EventType, reason: &str, note: String) {
         let reference = ObjectReference {
             api_version: Some("mlops.seldon.io/v1alpha1".into()),
@@ -129,6 +155,7 @@ pub async fn run(
             instance: Some(cfg.lease.identity.clone()),
         },
     );
+    let cfg_cap = cfg.max_placeholders_per_namespace;
     let ctx = Arc::new(Ctx {
         client,
         caches,
@@ -137,6 +164,8 @@ pub async fn run(
         recorder,
         failures: Mutex::default(),
         seen_hash: Mutex::default(),
+        limits: limits::PerNamespace::new(cfg_cap),
+        reported: Mutex::default(),
     });
     loop {
         if *stop.borrow() {
@@ -210,12 +239,16 @@ async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output =
             }
         }
         let wait = match sync_placeholders(&ctx).await {
-            Ok(()) => {
+            Ok(Pass::Done) => {
                 backoff = Duration::from_secs(1);
                 Duration::from_secs(60)
             }
+            Ok(Pass::Deferred) => {
+                backoff = Duration::from_secs(1);
+                limits::DEFERRED_RETRY
+            }
             Err(e) => {
-                ctx.metrics.sync_action("error");
+                ctx.metrics.sync_action(SyncAction::Error);
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "placeholder sync failed");
                 let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(300));
@@ -234,70 +267,147 @@ async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output =
     }
 }
 
-async fn sync_placeholders(ctx: &Ctx) -> Result<(), SyncError> {
+/// What a placeholder pass left for later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Everything planned was done.
+    Done,
+    /// Some namespace was over its rate of placeholder creates: run again soon.
+    Deferred,
+}
+
+/// One placeholder pass: plan from the caches (names only), then create,
+/// rewrite and delete, then report what is capped or adopted.
+async fn sync_placeholders(ctx: &Ctx) -> Result<Pass, SyncError> {
     let ctl_ns = ctx.cfg.settings.controller_namespace.clone();
-    let all = ctx.caches.all_server_configs();
-    let parsed: Vec<&ServerConfig> = all
+    let controller_parsed = ctx.caches.server_configs_in(&ctl_ns);
+    let controller: Vec<&ServerConfig> = controller_parsed
         .iter()
         .filter_map(|r| r.as_ref().as_ref().ok())
         .collect();
-    let (controller, app): (Vec<&ServerConfig>, Vec<&ServerConfig>) =
-        parsed.into_iter().partition(|c| c.meta.namespace == ctl_ns);
-    let app: Vec<&ServerConfig> = app
+    let app_names: Vec<(String, String)> = ctx
+        .caches
+        .server_config_names()
         .into_iter()
-        .filter(|c| ctx.cfg.namespaces.contains(&c.meta.namespace))
+        .filter(|(ns, _)| *ns != ctl_ns && ctx.cfg.namespaces.contains(ns))
         .collect();
     let plan = plan_placeholders(
-        &app,
+        &app_names,
         &controller,
         &ctl_ns,
         ctx.cfg.max_placeholders_per_namespace,
     );
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &ctl_ns, &server_config_resource());
+    let (created, pass) = create_placeholders(ctx, &api, &plan).await?;
+    rewrite_placeholders(ctx, &api, &plan, &controller).await?;
+    let deleted = delete_placeholders(ctx, &api, &plan, &controller).await?;
+    report_capped(ctx, &plan).await;
+    report_adopted(ctx, &plan, &controller).await;
+    let kept = (controller.iter().filter(|c| is_ours(c)).count() + created).saturating_sub(deleted);
+    ctx.metrics
+        .placeholders
+        .set(i64::try_from(kept).unwrap_or(i64::MAX));
+    ctx.metrics
+        .adopted_placeholders
+        .set(i64::try_from(plan.adopted.len()).unwrap_or(i64::MAX));
+    Ok(pass)
+}
+
+/// Creates the planned placeholders, as far as each namespace's rate of
+/// creates allows (a create is charged to one namespace that uses the
+/// name): a namespace that churns through names delays only itself.
+async fn create_placeholders(
+    ctx: &Ctx,
+    api: &Api<DynamicObject>,
+    plan: &PlaceholderPlan,
+) -> Result<(usize, Pass), SyncError> {
+    let ctl_ns = &ctx.cfg.settings.controller_namespace;
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let mut created = 0usize;
-    let mut deleted = 0usize;
-    for spec in &plan.create {
-        let obj: DynamicObject =
-            serde_json::from_value(spec.to_object(&ctl_ns)).map_err(kube::Error::SerdeError)?;
+    let (mut created, mut pass) = (0usize, Pass::Done);
+    for name in &plan.create {
+        let users = plan
+            .used_by
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !users
+            .iter()
+            .any(|ns| ctx.limits.creates.check_key(ns).is_ok())
+        {
+            pass = Pass::Deferred;
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(placeholder_object(name, ctl_ns))
+            .map_err(kube::Error::SerdeError)?;
         match api.create(&pp, &obj).await {
-            Ok(_) => {
+            Ok(stored) => {
                 created += 1;
-                ctx.metrics.sync_action("placeholder_create");
-                tracing::info!(name = %spec.name, used_by = ?spec.used_by, "placeholder created");
-                notify_users(ctx, spec, "PlaceholderCreated", format!(
-                    "created placeholder ServerConfig {ctl_ns}/{} (no images) so the stock controller builds this Server; the webhook applies this namespace's ServerConfig", spec.name)).await;
+                ctx.metrics.sync_action(SyncAction::PlaceholderCreate);
+                tracing::info!(name = %name, uid = ?stored.metadata.uid, used_by = ?users, "placeholder created");
+                notify_users(ctx, name, users, "PlaceholderCreated", format!(
+                    "created placeholder ServerConfig {ctl_ns}/{name} (no containers) so the stock controller builds this Server; the webhook applies this namespace's ServerConfig")).await;
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {} // appeared meanwhile: next pass decides
             Err(e) => return Err(e.into()),
         }
     }
-    for spec in &plan.update {
-        let Some(existing) = controller.iter().find(|c| c.meta.name == spec.name) else {
-            continue;
-        };
-        let mut obj = spec.to_object(&ctl_ns);
-        // resourceVersion makes the apply conditional: never clobber an
-        // object that changed since we read it (it may no longer be ours).
+    Ok((created, pass))
+}
+
+/// Rewrites placeholders of an earlier release's shape (the users'
+/// container names, a `used-by` list) as the current one. Conditional on
+/// the uid and resourceVersion the pass classified, so an object changed
+/// since is never overwritten.
+async fn rewrite_placeholders(
+    ctx: &Ctx,
+    api: &Api<DynamicObject>,
+    plan: &PlaceholderPlan,
+    controller: &[&ServerConfig],
+) -> Result<(), SyncError> {
+    let ctl_ns = &ctx.cfg.settings.controller_namespace;
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    for existing in controller
+        .iter()
+        .filter(|c| plan.rewrite.contains(&c.meta.name))
+    {
+        let mut obj = placeholder_object(&existing.meta.name, ctl_ns);
         obj["metadata"]["resourceVersion"] = json!(existing.meta.resource_version);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch(&spec.name, &params, &Patch::Apply(&obj)).await {
-            Ok(_) => {
-                ctx.metrics.sync_action("placeholder_update");
-                tracing::info!(name = %spec.name, used_by = ?spec.used_by, "placeholder updated");
+        obj["metadata"]["uid"] = json!(existing.meta.uid);
+        let obj: DynamicObject = serde_json::from_value(obj).map_err(kube::Error::SerdeError)?;
+        match api.replace(&existing.meta.name, &pp, &obj).await {
+            Ok(stored) => {
+                ctx.metrics.sync_action(SyncAction::PlaceholderUpdate);
+                tracing::info!(name = %existing.meta.name, resource_version = ?stored.metadata.resource_version,
+                    "placeholder rewritten in the current shape (no containers, no used-by list)");
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    for name in &plan.delete {
-        let Some(existing) = controller.iter().find(|c| &c.meta.name == name) else {
-            continue;
-        };
+    Ok(())
+}
+
+/// Deletes placeholders no namespace uses, each only as the incarnation and
+/// version the pass classified as the sync loop's own.
+async fn delete_placeholders(
+    ctx: &Ctx,
+    api: &Api<DynamicObject>,
+    plan: &PlaceholderPlan,
+    controller: &[&ServerConfig],
+) -> Result<usize, SyncError> {
+    let mut deleted = 0usize;
+    for existing in controller
+        .iter()
+        .filter(|c| plan.delete.contains(&c.meta.name))
+    {
+        let name = &existing.meta.name;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 resource_version: Some(existing.meta.resource_version.clone()),
@@ -308,39 +418,103 @@ async fn sync_placeholders(ctx: &Ctx) -> Result<(), SyncError> {
         match api.delete(name, &dp).await {
             Ok(_) => {
                 deleted += 1;
-                ctx.metrics.sync_action("placeholder_delete");
+                ctx.metrics.sync_action(SyncAction::PlaceholderDelete);
                 tracing::info!(name = %name, "placeholder deleted: no namespace uses the name");
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    for (ns, names) in &plan.capped {
-        ctx.metrics.sync_action("placeholder_capped");
-        for name in names {
-            let reference = ObjectReference {
-                api_version: Some("mlops.seldon.io/v1alpha1".into()),
-                kind: Some("ServerConfig".into()),
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                ..ObjectReference::default()
-            };
-            ctx.publish(&reference, EventType::Warning, "PlaceholderCapReached", format!(
-                "namespace {ns} already causes {} placeholders in {ctl_ns} (--max-placeholders-per-namespace); no placeholder for {name:?}",
-                ctx.cfg.max_placeholders_per_namespace)).await;
-        }
-    }
-    let kept = (controller.iter().filter(|c| c.is_placeholder()).count() + created)
-        .saturating_sub(deleted);
-    ctx.metrics
-        .placeholders
-        .set(i64::try_from(kept).unwrap_or(i64::MAX));
-    Ok(())
+    Ok(deleted)
 }
 
-async fn notify_users(ctx: &Ctx, spec: &PlaceholderSpec, reason: &str, note: String) {
-    for ns in &spec.used_by {
-        for server in ctx.caches.servers_using(ns, &spec.name) {
+/// One Warning per namespace when the set of its names past the cap grows
+/// (not on every pass), at most one per namespace per
+/// [`limits::EVENT_PERIOD`].
+async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) {
+    let ctl_ns = &ctx.cfg.settings.controller_namespace;
+    let cap = ctx.cfg.max_placeholders_per_namespace;
+    let news: Vec<(String, Vec<String>)> = {
+        let mut reported = ctx
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reported.capped.retain(|ns, _| plan.capped.contains_key(ns));
+        plan.capped
+            .iter()
+            .filter_map(|(ns, names)| {
+                let seen = reported.capped.entry(ns.clone()).or_default();
+                seen.retain(|n| names.contains(n));
+                let new: Vec<String> = names
+                    .iter()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
+                (!new.is_empty()).then(|| (ns.clone(), new))
+            })
+            .collect()
+    };
+    for (ns, new) in news {
+        if ctx.limits.events.check_key(&ns).is_err() {
+            continue; // reported on a later pass
+        }
+        let total = plan.capped.get(&ns).map_or(0, Vec::len);
+        let reference = ObjectReference {
+            api_version: Some("mlops.seldon.io/v1alpha1".into()),
+            kind: Some("ServerConfig".into()),
+            name: Some(new[0].clone()),
+            namespace: Some(ns.clone()),
+            ..ObjectReference::default()
+        };
+        let shown: Vec<&str> = new.iter().take(5).map(String::as_str).collect();
+        let more = if new.len() > shown.len() { ", ..." } else { "" };
+        ctx.publish(&reference, EventType::Warning, "PlaceholderCapReached", format!(
+            "namespace {ns} already causes {cap} placeholders in {ctl_ns} (--max-placeholders-per-namespace); {total} ServerConfig names have none, newly: {}{more}",
+            shown.join(", "))).await;
+        ctx.metrics.sync_action(SyncAction::PlaceholderCapped);
+        let mut reported = ctx
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reported.capped.entry(ns).or_default().extend(new);
+    }
+}
+
+/// One Warning per adopted placeholder (by uid): somebody else changed it,
+/// so the sync loop will never modify or delete it again.
+async fn report_adopted(ctx: &Ctx, plan: &PlaceholderPlan, controller: &[&ServerConfig]) {
+    for c in controller
+        .iter()
+        .filter(|c| plan.adopted.contains(&c.meta.name))
+    {
+        let key = format!("{}/{}", c.meta.name, c.meta.uid);
+        let new = ctx
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .adopted
+            .insert(key);
+        if !new {
+            continue;
+        }
+        let reference = ObjectReference {
+            api_version: Some("mlops.seldon.io/v1alpha1".into()),
+            kind: Some("ServerConfig".into()),
+            name: Some(c.meta.name.clone()),
+            namespace: Some(c.meta.namespace.clone()),
+            uid: (!c.meta.uid.is_empty()).then(|| c.meta.uid.clone()),
+            ..ObjectReference::default()
+        };
+        tracing::warn!(name = %c.meta.name, "placeholder adopted: changed by someone else, never touched again");
+        ctx.publish(&reference, EventType::Warning, "PlaceholderAdopted", format!(
+            "ServerConfig {}/{} carries the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} but is no longer the placeholder serverconfig-webhook wrote; it is treated as a real ServerConfig and never modified or deleted by serverconfig-webhook again. Remove the label to say so.",
+            c.meta.namespace, c.meta.name)).await;
+    }
+}
+
+async fn notify_users(ctx: &Ctx, name: &str, users: &[String], reason: &str, note: String) {
+    for ns in users {
+        for server in ctx.caches.servers_using(ns, name) {
             ctx.event_to_server(&server, EventType::Normal, reason, note.clone())
                 .await;
         }
@@ -449,7 +623,7 @@ async fn workload_controller<K>(
                 };
                 let wait = Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300));
                 tracing::warn!(workload = %key, error = %err, attempt = n, retry_in_s = wait.as_secs(), "sync of workload failed");
-                ctx.metrics.sync_action("error");
+                ctx.metrics.sync_action(SyncAction::Error);
                 Action::requeue(wait)
             },
             ctx.clone(),
@@ -473,6 +647,81 @@ async fn recreate<K: Workload>(api: &Api<K>, workload: &K) -> Result<(), SyncErr
     Ok(())
 }
 
+/// What one reconcile works on: the stored workload, its Server and the
+/// ServerConfigs that apply, all from the caches.
+struct Target {
+    ns: String,
+    key: String,
+    workload: Value,
+    server: Server,
+    config: Option<Arc<Result<ServerConfig, crate::core::model::ModelError>>>,
+    controller_config: Option<Arc<Result<ServerConfig, crate::core::model::ModelError>>>,
+}
+
+impl Target {
+    /// `None` when the workload is not one the sync loop looks after (the
+    /// controller namespace's, not owned by a Server, Server not cached).
+    fn gather<K: Workload>(ctx: &Ctx, obj: &K) -> Option<Target> {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        if ns == ctx.cfg.settings.controller_namespace {
+            return None;
+        }
+        let workload = serde_json::to_value(obj).ok()?;
+        let server_name = controller_server_owner(&workload)?;
+        let server = ctx
+            .caches
+            .cached_server(&ns, &server_name)
+            .and_then(|r| r.as_ref().as_ref().ok().cloned())?;
+        let config = ctx.caches.cached_server_config(&ns, &server.server_config);
+        let controller_config = ctx.caches.cached_server_config(
+            &ctx.cfg.settings.controller_namespace,
+            &server.server_config,
+        );
+        Some(Target {
+            key: format!("{ns}/{name}"),
+            ns,
+            workload,
+            server,
+            config,
+            controller_config,
+        })
+    }
+
+    fn config(&self) -> Option<&ServerConfig> {
+        self.config.as_deref().and_then(|r| r.as_ref().ok())
+    }
+
+    fn controller_config(&self) -> Option<&ServerConfig> {
+        self.controller_config
+            .as_deref()
+            .and_then(|r| r.as_ref().ok())
+    }
+
+    /// What the sync loop should do with `workload` (the stored one, or one
+    /// read back after a write).
+    fn action(&self, kind: WorkloadKind, workload: &Value, settings: &Settings) -> WorkloadAction {
+        workload_action(
+            kind,
+            workload,
+            &self.server,
+            self.config(),
+            self.controller_config(),
+            settings,
+        )
+    }
+
+    /// How the stored pod template differs from the desired one, for
+    /// messages.
+    fn differences(&self, workload: &Value) -> String {
+        self.config()
+            .map(|c| differences(workload, &desired(&self.server, c)).join("; "))
+            .unwrap_or_else(|| "no ServerConfig".into())
+    }
+}
+
+/// One workload: nothing to do (then, once per hash, the
+/// `InjectedServerConfig` Event), held, or re-admitted.
 async fn reconcile_workload<K>(
     obj: Arc<K>,
     ctx: Arc<Ctx>,
@@ -482,167 +731,174 @@ where
     K: Workload,
 {
     let requeue = Action::requeue(ctx.cfg.heal_interval);
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let name = obj.meta().name.clone().unwrap_or_default();
-    if ns == ctx.cfg.settings.controller_namespace || !ctx.caches.is_ready() {
-        return Ok(if ctx.caches.is_ready() {
-            Action::await_change()
-        } else {
-            Action::requeue(Duration::from_secs(2))
-        });
+    if !ctx.caches.is_ready() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let workload: Value = match serde_json::to_value(obj.as_ref()) {
-        Ok(v) => v,
-        Err(_) => return Ok(requeue),
-    };
-    let Some(server_name) = controller_server_owner(&workload) else {
-        return Ok(Action::await_change());
-    };
-    let Some(server) = ctx
-        .caches
-        .cached_server(&ns, &server_name)
-        .and_then(|r| r.as_ref().as_ref().ok().cloned())
-    else {
+    let Some(target) = Target::gather(&ctx, obj.as_ref()) else {
         return Ok(requeue);
     };
-    let config = ctx.caches.cached_server_config(&ns, &server.server_config);
-    let config = config.as_deref().and_then(|r| r.as_ref().ok());
-    let controller_config = ctx.caches.cached_server_config(
-        &ctx.cfg.settings.controller_namespace,
-        &server.server_config,
-    );
-    let controller_config = controller_config.as_deref().and_then(|r| r.as_ref().ok());
-    let key = format!("{ns}/{name}");
+    match target.action(kind, &target.workload, &ctx.cfg.settings) {
+        WorkloadAction::Nothing => {
+            report_injected(&ctx, &target).await;
+            ctx.forget_failures(&target.key);
+            Ok(requeue)
+        }
+        WorkloadAction::Held => {
+            ctx.metrics.sync_action(SyncAction::Held);
+            Ok(requeue)
+        }
+        WorkloadAction::Rollout { hash } => {
+            readmit(&ctx, obj.as_ref(), &target, kind, Readmit::Rollout, &hash).await?;
+            Ok(requeue)
+        }
+        WorkloadAction::Heal { hash } => {
+            readmit(&ctx, obj.as_ref(), &target, kind, Readmit::Heal, &hash).await?;
+            Ok(requeue)
+        }
+    }
+}
 
-    // Report what the webhook applied, once per new hash.
-    if let Some(h) = workload
+/// `InjectedServerConfig` once per hash, and only for a stored workload
+/// whose template is what the webhook produces (read from the watch, not
+/// inferred from the hash annotation, which the sync loop itself writes).
+async fn report_injected(ctx: &Ctx, target: &Target) {
+    let Some(h) = target
+        .workload
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(HASH_ANNOTATION))
         .and_then(Value::as_str)
-    {
-        let new = {
-            let mut seen = ctx
-                .seen_hash
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.insert(key.clone(), h.to_string()).as_deref() != Some(h)
-        };
-        if new {
-            ctx.event_to_server(
-                &server,
-                EventType::Normal,
-                "InjectedServerConfig",
-                format!(
-                    "pod template built from ServerConfig {ns}/{} (hash {h})",
-                    server.server_config
-                ),
-            )
-            .await;
-        }
+    else {
+        return;
+    };
+    let new = ctx
+        .seen_hash
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(target.key.clone(), h.to_string())
+        .as_deref()
+        != Some(h);
+    if new {
+        let note = format!(
+            "pod template built from ServerConfig {}/{} (hash {h})",
+            target.ns, target.server.server_config
+        );
+        ctx.event_to_server(
+            &target.server,
+            EventType::Normal,
+            "InjectedServerConfig",
+            note,
+        )
+        .await;
     }
+}
 
-    let action = workload_action(
-        kind,
-        &workload,
-        &server,
-        config,
-        controller_config,
-        &ctx.cfg.settings,
-    );
-    let (hash, reason, what) = match action {
-        WorkloadAction::Nothing => {
-            ctx.failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&key);
-            return Ok(requeue);
-        }
-        WorkloadAction::Held => {
-            ctx.metrics.sync_action("held");
-            return Ok(requeue);
-        }
-        WorkloadAction::Rollout { hash } => (hash, "RolledOut", "rollout"),
-        WorkloadAction::Heal { hash } => (hash, "Healed", "heal"),
-    };
-    // A StatefulSet admitted without the webhook whose claim templates are
-    // not the ServerConfig's never gets a Pod once healed (they cannot
-    // change on UPDATE): it is recreated instead. The re-admit below then
-    // runs as a dry run, only to prove the webhook reachable, so a failed
-    // delete is retried from the same state. A rollout of changed claim
-    // templates is the team's call (the webhook warns on it).
-    let recreate_it = what == "heal"
-        && config.is_some_and(|c| plan::claim_templates_differ(kind, &workload, &server, c));
-    // Any UPDATE re-admits the object; setting the hash annotation to the
-    // desired value makes the request a real change and records intent.
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"metadata": {"annotations": {HASH_ANNOTATION: hash}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        dry_run: recreate_it,
-        ..PatchParams::default()
-    };
-    let result = api.patch(&name, &params, &Patch::Merge(&patch)).await;
-    // Count it only if the webhook really rewrote the object: with the
-    // webhook bypassed (unregistered, failurePolicy Ignore) the patch
-    // succeeds but changes nothing but the annotation.
-    let result = result.map_err(SyncError::from).and_then(|updated| {
-        let now = serde_json::to_value(&updated).unwrap_or_default();
-        match workload_action(
-            kind,
-            &now,
-            &server,
-            config,
-            controller_config,
-            &ctx.cfg.settings,
-        ) {
-            WorkloadAction::Nothing | WorkloadAction::Held => Ok(()),
-            _ => Err(SyncError::NotApplied),
-        }
-    });
+/// Why a workload is re-admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readmit {
+    Rollout,
+    Heal,
+}
+
+/// Re-admits the workload (a patch of the hash annotation makes the API
+/// server call the webhook), reads the stored object back, and only when
+/// it is what the webhook produces counts and reports success. A
+/// StatefulSet healed whose claim templates are not the ServerConfig's is
+/// re-admitted as a dry run (proving the webhook reachable) and then
+/// deleted for the controller to create again.
+async fn readmit<K: Workload>(
+    ctx: &Ctx,
+    obj: &K,
+    target: &Target,
+    kind: WorkloadKind,
+    why: Readmit,
+    hash: &str,
+) -> Result<(), SyncError> {
+    let recreate_it = why == Readmit::Heal
+        && target.config().is_some_and(|c| {
+            plan::claim_templates_differ(kind, &target.workload, &target.server, c)
+        });
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.ns);
+    let result = patch_hash(ctx, &api, target, kind, hash, recreate_it).await;
     let result = match result {
-        Ok(()) if recreate_it => recreate(&api, obj.as_ref()).await.map(|()| "recreate"),
-        Ok(()) => Ok(what),
+        Ok(()) if recreate_it => recreate(&api, obj).await.map(|()| SyncAction::Recreate),
+        Ok(()) => Ok(match why {
+            Readmit::Rollout => SyncAction::Rollout,
+            Readmit::Heal => SyncAction::Heal,
+        }),
         Err(e) => Err(e),
     };
     match result {
-        Ok(what) => {
-            let reason = if what == "recreate" {
-                "Recreated"
-            } else {
-                reason
-            };
-            ctx.metrics.sync_action(what);
-            ctx.failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&key);
-            tracing::info!(workload = %key, action = what, hash = %hash, "re-admitted workload");
-            let note = if what == "recreate" {
-                format!(
-                    "deleted {} {key} for the controller to create again: it was admitted without the webhook and lacks the volume claim templates of ServerConfig {ns}/{}, which cannot change on update",
-                    K::kind(&()),
-                    server.server_config
-                )
-            } else {
-                format!(
-                    "re-admitted {} {key} so it uses ServerConfig {ns}/{} (hash {hash})",
-                    K::kind(&()),
-                    server.server_config
-                )
-            };
-            ctx.event_to_server(&server, EventType::Normal, reason, note)
+        Ok(done) => {
+            ctx.metrics.sync_action(done);
+            ctx.forget_failures(&target.key);
+            tracing::info!(workload = %target.key, action = ?done, hash = %hash, "re-admitted workload, read back fixed");
+            let (reason, note) = success_note::<K>(done, target, hash);
+            ctx.event_to_server(&target.server, EventType::Normal, reason, note)
                 .await;
-            Ok(requeue)
+            Ok(())
+        }
+        Err(SyncError::NotApplied(what)) => {
+            ctx.metrics.sync_action(SyncAction::NotApplied);
+            ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
+                "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
+                K::kind(&()), target.key, target.ns, target.server.server_config)).await;
+            Err(SyncError::NotApplied(what))
         }
         Err(e) => {
             ctx.event_to_server(
-                &server,
+                &target.server,
                 EventType::Warning,
                 "SyncFailed",
-                format!("could not re-admit {} {key}: {e}", K::kind(&())),
+                format!("could not re-admit {} {}: {e}", K::kind(&()), target.key),
             )
             .await;
             Err(e)
         }
+    }
+}
+
+/// Patches the hash annotation (as a dry run when `dry_run`) and checks
+/// the object the API server answers with: Err(NotApplied) unless the
+/// webhook rewrote it.
+async fn patch_hash<K: Workload>(
+    ctx: &Ctx,
+    api: &Api<K>,
+    target: &Target,
+    kind: WorkloadKind,
+    hash: &str,
+    dry_run: bool,
+) -> Result<(), SyncError> {
+    let name = target.key.rsplit('/').next().unwrap_or_default();
+    let patch = json!({"metadata": {"annotations": {HASH_ANNOTATION: hash}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        dry_run,
+        ..PatchParams::default()
+    };
+    let stored = api.patch(name, &params, &Patch::Merge(&patch)).await?;
+    let stored = serde_json::to_value(&stored).map_err(kube::Error::SerdeError)?;
+    match target.action(kind, &stored, &ctx.cfg.settings) {
+        WorkloadAction::Nothing | WorkloadAction::Held => Ok(()),
+        _ => Err(SyncError::NotApplied(target.differences(&stored))),
+    }
+}
+
+/// The Event for a re-admission that was read back fixed.
+fn success_note<K: Workload>(
+    done: SyncAction,
+    target: &Target,
+    hash: &str,
+) -> (&'static str, String) {
+    let (kind, key, ns, sc) = (
+        K::kind(&()),
+        &target.key,
+        &target.ns,
+        &target.server.server_config,
+    );
+    match done {
+        SyncAction::Recreate => ("Recreated", format!(
+            "deleted {kind} {key} for the controller to create again: it was admitted without the webhook and lacks the volume claim templates of ServerConfig {ns}/{sc}, which cannot change on update")),
+        SyncAction::Heal => ("Healed", format!("re-admitted {kind} {key}; it now uses ServerConfig {ns}/{sc} (hash {hash})")),
+        _ => ("RolledOut", format!("re-admitted {kind} {key}; it now uses ServerConfig {ns}/{sc} (hash {hash})")),
     }
 }

@@ -5,185 +5,98 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::core::desired::{desired, vct_identity};
-use crate::core::model::Server;
-use crate::core::model::{ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{
     decide, Decision, Inputs, Operation, Settings, WorkloadKind, SOURCE_ANNOTATION,
 };
-
-/// Annotation on a placeholder explaining what it is.
-pub const PLACEHOLDER_ANNOTATION: &str = "serverconfig-webhook/placeholder";
-/// Annotation on a placeholder listing the namespaces that use its name.
-pub const USED_BY_ANNOTATION: &str = "serverconfig-webhook/used-by";
-
-const PLACEHOLDER_TEXT: &str =
-    "Placeholder kept by serverconfig-webhook. The stock Seldon controller \
-only reads ServerConfigs in its own namespace; the webhook applies the ServerConfig of each \
-Server's own namespace instead. No images on purpose: if the webhook is ever bypassed, nothing \
-runs a wrong image. Do not edit; it is deleted when no namespace uses this name.";
-
-/// What one placeholder should look like.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlaceholderSpec {
-    pub name: String,
-    /// Container names, in the order the users' ServerConfigs list them
-    /// (so the controller's strategic-merge comparison sees no reordering).
-    pub containers: Vec<String>,
-    /// Namespaces whose ServerConfigs use the name, sorted.
-    pub used_by: Vec<String>,
-}
-
-impl PlaceholderSpec {
-    /// The ServerConfig object for this placeholder in `controller_ns`.
-    pub fn to_object(&self, controller_ns: &str) -> Value {
-        let containers: Vec<Value> = self
-            .containers
-            .iter()
-            .map(|c| json!({ "name": c }))
-            .collect();
-        json!({
-            "apiVersion": "mlops.seldon.io/v1alpha1",
-            "kind": "ServerConfig",
-            "metadata": {
-                "name": self.name,
-                "namespace": controller_ns,
-                "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
-                "annotations": {
-                    PLACEHOLDER_ANNOTATION: PLACEHOLDER_TEXT,
-                    USED_BY_ANNOTATION: self.used_by.join(","),
-                },
-            },
-            "spec": { "podSpec": { "containers": containers }, "volumeClaimTemplates": [] },
-        })
-    }
-
-    /// Whether an existing placeholder already has this content.
-    pub fn matches(&self, existing: &ServerConfig) -> bool {
-        let names = container_names(existing);
-        let has_image = existing
-            .pod_spec
-            .get("containers")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("image").is_some_and(|i| i.as_str() != Some("")))
-            });
-        names == self.containers
-            && !has_image
-            && existing
-                .meta
-                .annotations
-                .get(USED_BY_ANNOTATION)
-                .map(String::as_str)
-                == Some(self.used_by.join(",").as_str())
-            && existing
-                .meta
-                .annotations
-                .get(PLACEHOLDER_ANNOTATION)
-                .map(String::as_str)
-                == Some(PLACEHOLDER_TEXT)
-    }
-}
+use crate::core::placeholder::{placeholder_state, PlaceholderState};
 
 /// What the placeholder pass should do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlaceholderPlan {
-    pub create: Vec<PlaceholderSpec>,
-    pub update: Vec<PlaceholderSpec>,
+    /// Names to create a placeholder for.
+    pub create: Vec<String>,
+    /// Placeholders of an earlier release's shape, to rewrite as the
+    /// current one (once: the shape no longer depends on the users).
+    pub rewrite: Vec<String>,
     /// Names of placeholders no namespace uses any more.
     pub delete: Vec<String>,
+    /// Labelled ServerConfigs somebody else changed: never touched again.
+    pub adopted: Vec<String>,
     /// Namespaces over the cap, with the names not honoured for them.
     pub capped: BTreeMap<String, Vec<String>>,
+    /// For each name that has (or gets) a placeholder, the namespaces it
+    /// serves, sorted.
+    pub used_by: BTreeMap<String, Vec<String>>,
 }
 
-/// Plans placeholders from the ServerConfigs of the watched application
-/// namespaces and those of the controller namespace. A real (unlabelled)
+/// Plans placeholders from the ServerConfig names of the watched
+/// application namespaces, `(namespace, name)`, and the ServerConfigs of
+/// the controller namespace. Only names count, never content: the
+/// placeholder is the same whoever uses it. A real (unlabelled) or adopted
 /// ServerConfig in the controller namespace is never planned for; each
 /// application namespace causes at most `cap` placeholders (by name order).
 pub fn plan_placeholders(
-    app_configs: &[&ServerConfig],
+    app_names: &[(String, String)],
     controller_configs: &[&ServerConfig],
     controller_ns: &str,
     cap: usize,
 ) -> PlaceholderPlan {
-    let existing: BTreeMap<&str, &ServerConfig> = controller_configs
+    let existing: BTreeMap<&str, Option<PlaceholderState>> = controller_configs
         .iter()
-        .map(|c| (c.meta.name.as_str(), *c))
+        .map(|c| (c.meta.name.as_str(), placeholder_state(c)))
         .collect();
-    let mut by_namespace: BTreeMap<&str, Vec<&ServerConfig>> = BTreeMap::new();
-    for c in app_configs
-        .iter()
-        .filter(|c| c.meta.namespace != controller_ns)
-    {
-        by_namespace
-            .entry(c.meta.namespace.as_str())
-            .or_default()
-            .push(c);
+    let mut by_namespace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (ns, name) in app_names.iter().filter(|(ns, _)| ns != controller_ns) {
+        by_namespace.entry(ns).or_default().insert(name);
     }
-    let mut wanted: BTreeMap<String, PlaceholderSpec> = BTreeMap::new();
     let mut plan = PlaceholderPlan::default();
-    for (ns, mut configs) in by_namespace {
-        configs.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+    for (ns, names) in by_namespace {
         let mut caused = 0usize;
-        for c in configs {
-            let real = existing
-                .get(c.meta.name.as_str())
-                .is_some_and(|e| !e.is_placeholder());
-            if real {
-                continue; // the platform's shared config: never touched
+        for name in names {
+            let theirs = matches!(
+                existing.get(name),
+                Some(None | Some(PlaceholderState::Adopted))
+            );
+            if theirs {
+                continue; // the platform's shared config, or adopted: never touched
             }
             if caused >= cap {
                 plan.capped
                     .entry(ns.to_string())
                     .or_default()
-                    .push(c.meta.name.clone());
+                    .push(name.to_string());
                 continue;
             }
             caused += 1;
-            let spec = wanted
-                .entry(c.meta.name.clone())
-                .or_insert_with(|| PlaceholderSpec {
-                    name: c.meta.name.clone(),
-                    containers: Vec::new(),
-                    used_by: Vec::new(),
-                });
-            spec.used_by.push(ns.to_string());
-            for name in container_names(c) {
-                if !spec.containers.contains(&name) {
-                    spec.containers.push(name);
-                }
-            }
+            plan.used_by
+                .entry(name.to_string())
+                .or_default()
+                .push(ns.to_string());
         }
     }
-    for (name, spec) in &wanted {
+    for name in plan.used_by.keys() {
         match existing.get(name.as_str()) {
-            None => plan.create.push(spec.clone()),
-            Some(e) if e.is_placeholder() && !spec.matches(e) => plan.update.push(spec.clone()),
+            None => plan.create.push(name.clone()),
+            Some(Some(PlaceholderState::Legacy)) => plan.rewrite.push(name.clone()),
             Some(_) => {}
         }
     }
-    let wanted_names: BTreeSet<&str> = wanted.keys().map(String::as_str).collect();
-    for (name, e) in existing {
-        if e.is_placeholder() && !wanted_names.contains(name) {
-            plan.delete.push(name.to_string());
+    for (name, state) in existing {
+        match state {
+            Some(PlaceholderState::Ours | PlaceholderState::Legacy)
+                if !plan.used_by.contains_key(name) =>
+            {
+                plan.delete.push(name.to_string())
+            }
+            Some(PlaceholderState::Adopted) => plan.adopted.push(name.to_string()),
+            _ => {}
         }
     }
     plan
-}
-
-fn container_names(c: &ServerConfig) -> Vec<String> {
-    c.pod_spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What the sync loop does with one stored workload.
@@ -277,94 +190,147 @@ pub fn claim_templates_differ(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::placeholder::{placeholder_object, LEGACY_USED_BY_ANNOTATION};
+    use serde_json::json;
 
-    fn sc(ns: &str, name: &str, containers: &[&str], placeholder: bool) -> ServerConfig {
-        let cs: Vec<Value> = containers
-            .iter()
-            .map(|c| json!({"name": c, "image": "x:1"}))
-            .collect();
-        let labels = if placeholder {
-            json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE})
-        } else {
-            json!({})
-        };
-        ServerConfig::from_value(&json!({"apiVersion":"mlops.seldon.io/v1alpha1","kind":"ServerConfig",
-            "metadata":{"name":name,"namespace":ns,"labels":labels},"spec":{"podSpec":{"containers":cs}}}))
+    const CTL: &str = "seldon-system";
+
+    fn real(name: &str) -> ServerConfig {
+        ServerConfig::from_value(
+            &json!({"apiVersion":"mlops.seldon.io/v1alpha1","kind":"ServerConfig",
+            "metadata":{"name":name,"namespace":CTL},
+            "spec":{"podSpec":{"containers":[{"name":"agent","image":"platform/agent:1"}]}}}),
+        )
         .expect("valid")
     }
 
-    fn names(specs: &[PlaceholderSpec]) -> Vec<&str> {
-        specs.iter().map(|s| s.name.as_str()).collect()
+    fn ours(name: &str) -> ServerConfig {
+        ServerConfig::from_value(&placeholder_object(name, CTL)).expect("valid")
+    }
+
+    fn legacy(name: &str) -> ServerConfig {
+        let mut o = placeholder_object(name, CTL);
+        o["metadata"]["annotations"][LEGACY_USED_BY_ANNOTATION] = json!("a,b");
+        o["spec"]["podSpec"]["containers"] = json!([{"name": "rclone"}, {"name": "agent"}]);
+        ServerConfig::from_value(&o).expect("valid")
+    }
+
+    fn adopted(name: &str) -> ServerConfig {
+        let mut o = placeholder_object(name, CTL);
+        o["spec"]["podSpec"]["containers"] =
+            json!([{"name": "agent", "image": "platform/agent:2"}]);
+        ServerConfig::from_value(&o).expect("valid")
+    }
+
+    fn names(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(ns, n)| (ns.to_string(), n.to_string()))
+            .collect()
     }
 
     #[test]
     fn placeholder_plan_table() {
-        let a_ml = sc("a", "mlserver", &["rclone", "agent", "mlserver"], false);
-        let b_ml = sc(
-            "b",
-            "mlserver",
-            &["rclone", "agent", "mlserver", "extra"],
-            false,
-        );
-        let a_tr = sc("a", "triton", &["agent", "triton"], false);
-        let shared_tr = sc("seldon-system", "triton", &["agent", "triton"], false);
-        let ph_old = sc("seldon-system", "old", &["x"], true);
-        let ph_ml = ServerConfig::from_value(
-            &PlaceholderSpec {
-                name: "mlserver".into(),
-                containers: vec![
-                    "rclone".into(),
-                    "agent".into(),
-                    "mlserver".into(),
-                    "extra".into(),
-                ],
-                used_by: vec!["a".into(), "b".into()],
-            }
-            .to_object("seldon-system"),
-        )
-        .expect("placeholder parses");
-
-        // 1. nothing in the controller namespace: one placeholder per name,
-        //    containers in first-seen order, users listed.
-        let p = plan_placeholders(&[&a_ml, &b_ml, &a_tr], &[], "seldon-system", 10);
-        assert_eq!(names(&p.create), ["mlserver", "triton"]);
-        assert_eq!(
-            p.create[0].containers,
-            ["rclone", "agent", "mlserver", "extra"]
-        );
-        assert_eq!(p.create[0].used_by, ["a", "b"]);
-        assert!(p.update.is_empty() && p.delete.is_empty());
-
-        // 2. a real shared config of that name is never planned for or touched.
-        let p = plan_placeholders(&[&a_tr], &[&shared_tr], "seldon-system", 10);
-        assert_eq!(p, PlaceholderPlan::default());
-
-        // 3. an up-to-date placeholder stays; an unused one goes.
-        let p = plan_placeholders(&[&a_ml, &b_ml], &[&ph_ml, &ph_old], "seldon-system", 10);
-        assert!(p.create.is_empty() && p.update.is_empty(), "{p:?}");
-        assert_eq!(p.delete, ["old"]);
-
-        // 4. a user leaves: the placeholder is updated, not recreated.
-        let p = plan_placeholders(&[&a_ml], &[&ph_ml], "seldon-system", 10);
-        assert_eq!(names(&p.update), ["mlserver"]);
-        assert_eq!(p.update[0].used_by, ["a"]);
-
-        // 5. the cap per namespace: by name order, the rest reported.
-        let p = plan_placeholders(&[&a_ml, &a_tr], &[], "seldon-system", 1);
-        assert_eq!(names(&p.create), ["mlserver"]);
-        assert_eq!(p.capped.get("a"), Some(&vec!["triton".to_string()]));
-
-        // 6. ServerConfigs in the controller namespace itself cause nothing.
-        let p = plan_placeholders(&[&shared_tr], &[], "seldon-system", 10);
-        assert_eq!(p, PlaceholderPlan::default());
-
-        // 7. a placeholder that gained an image (edited by hand) is reset.
-        let mut tampered = ph_ml.clone();
-        tampered.pod_spec = json!({"containers":[{"name":"rclone","image":"evil:1"},{"name":"agent"},{"name":"mlserver"},{"name":"extra"}]})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let p = plan_placeholders(&[&a_ml, &b_ml], &[&tampered], "seldon-system", 10);
-        assert_eq!(names(&p.update), ["mlserver"]);
+        struct Case {
+            name: &'static str,
+            app: Vec<(String, String)>,
+            controller: Vec<ServerConfig>,
+            cap: usize,
+            want: PlaceholderPlan,
+        }
+        let used = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            pairs
+                .iter()
+                .map(|(n, nss)| (n.to_string(), nss.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases = vec![
+            Case {
+                name: "nothing in the controller namespace: one per name, users listed",
+                app: names(&[("b", "mlserver"), ("a", "mlserver"), ("a", "triton")]),
+                controller: vec![],
+                cap: 10,
+                want: PlaceholderPlan {
+                    create: strings(&["mlserver", "triton"]),
+                    used_by: used(&[("mlserver", &["a", "b"]), ("triton", &["a"])]),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "a real shared config of that name is never planned for",
+                app: names(&[("a", "triton")]),
+                controller: vec![real("triton")],
+                cap: 10,
+                want: PlaceholderPlan::default(),
+            },
+            Case {
+                name: "an adopted placeholder is left alone and reported, even unused",
+                app: names(&[("a", "squat")]),
+                controller: vec![adopted("squat"), adopted("gone")],
+                cap: 10,
+                want: PlaceholderPlan {
+                    adopted: strings(&["gone", "squat"]),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "a current placeholder stays; an unused one goes",
+                app: names(&[("a", "mlserver"), ("b", "mlserver")]),
+                controller: vec![ours("mlserver"), ours("old")],
+                cap: 10,
+                want: PlaceholderPlan {
+                    delete: strings(&["old"]),
+                    used_by: used(&[("mlserver", &["a", "b"])]),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "an earlier release's placeholder is rewritten; an unused one goes",
+                app: names(&[("a", "mlserver")]),
+                controller: vec![legacy("mlserver"), legacy("old")],
+                cap: 10,
+                want: PlaceholderPlan {
+                    rewrite: strings(&["mlserver"]),
+                    delete: strings(&["old"]),
+                    used_by: used(&[("mlserver", &["a"])]),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name:
+                    "the cap per namespace, by name order; names under a real config do not count",
+                app: names(&[
+                    ("a", "triton"),
+                    ("a", "mlserver"),
+                    ("a", "shared"),
+                    ("b", "triton"),
+                ]),
+                controller: vec![real("shared")],
+                cap: 1,
+                want: PlaceholderPlan {
+                    create: strings(&["mlserver", "triton"]),
+                    capped: [("a".to_string(), strings(&["triton"]))].into(),
+                    used_by: used(&[("mlserver", &["a"]), ("triton", &["b"])]),
+                    ..Default::default()
+                },
+            },
+            Case {
+                name: "ServerConfigs in the controller namespace itself cause nothing",
+                app: names(&[(CTL, "triton")]),
+                controller: vec![],
+                cap: 10,
+                want: PlaceholderPlan::default(),
+            },
+        ];
+        for c in cases {
+            let controller: Vec<&ServerConfig> = c.controller.iter().collect();
+            assert_eq!(
+                plan_placeholders(&c.app, &controller, CTL, c.cap),
+                c.want,
+                "{}",
+                c.name
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod tls;
 use serde_json::{json, Value};
 use serverconfig_webhook::core::desired::desired;
 use serverconfig_webhook::core::model::{Server, ServerConfig};
+use serverconfig_webhook::core::placeholder::{placeholder_object, LEGACY_USED_BY_ANNOTATION};
 
 /// All documents of a YAML fixture file under tests/fixtures.
 pub fn fixture_docs(name: &str) -> Vec<Value> {
@@ -45,13 +46,18 @@ pub fn real_server_config(
     sc
 }
 
-/// A placeholder ServerConfig: containers with names only, no images.
+/// A placeholder ServerConfig as the sync loop writes it: with no
+/// containers the current shape (`core::placeholder`); with container
+/// names the shape of releases before 0.2 (names only, no images, and the
+/// `used-by` list of the namespaces using it).
 pub fn placeholder(ns: &str, name: &str, containers: &[&str]) -> Value {
-    let cs: Vec<Value> = containers.iter().map(|c| json!({"name": c})).collect();
-    json!({"apiVersion":"mlops.seldon.io/v1alpha1","kind":"ServerConfig",
-        "metadata":{"name":name,"namespace":ns,
-            "labels":{"app.kubernetes.io/managed-by":"serverconfig-webhook"}},
-        "spec":{"podSpec":{"containers":cs},"volumeClaimTemplates":[]}})
+    let mut p = placeholder_object(name, ns);
+    if !containers.is_empty() {
+        let cs: Vec<Value> = containers.iter().map(|c| json!({"name": c})).collect();
+        p["spec"]["podSpec"]["containers"] = json!(cs);
+        p["metadata"]["annotations"][LEGACY_USED_BY_ANNOTATION] = json!("team-a,team-b");
+    }
+    p
 }
 
 /// A Server in `ns` using ServerConfig `sc`, with extra spec fields.

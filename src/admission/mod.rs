@@ -5,17 +5,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+mod raw;
+
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as KubeOp,
 };
-use kube::core::DynamicObject;
 
 use crate::cache::desired::DesiredCache;
 use crate::cache::Caches;
 
-use crate::core::model::{ModelError, ServerConfig};
+use crate::core::bounds::{check_json, Limits};
+use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{decide, scope, Decision, Gvk, Inputs, Operation, Scope, Settings};
+use crate::core::names::is_valid_name;
 use crate::metrics::Metrics;
+pub use raw::RawObject;
 
 /// Everything the handler needs, shared by all requests.
 pub struct Admission {
@@ -83,7 +87,7 @@ impl Admission {
                 )
             }
         };
-        let review: AdmissionReview<DynamicObject> = match serde_json::from_str(text) {
+        let review: AdmissionReview<RawObject> = match serde_json::from_str(text) {
             Ok(r) => r,
             Err(e) => {
                 return invalid(
@@ -107,7 +111,7 @@ impl Admission {
                 started,
             );
         }
-        let mut req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        let mut req: AdmissionRequest<RawObject> = match review.try_into() {
             Ok(r) => r,
             Err(_) => {
                 return invalid(
@@ -129,9 +133,9 @@ impl Admission {
 
     async fn respond(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
-        object: Option<DynamicObject>,
-        old_object: Option<DynamicObject>,
+        req: &AdmissionRequest<RawObject>,
+        object: Option<RawObject>,
+        old_object: Option<RawObject>,
     ) -> (AdmissionResponse, &'static str) {
         let base = AdmissionResponse::from(req);
         let operation = match req.operation {
@@ -140,97 +144,110 @@ impl Admission {
             _ => Operation::Other,
         };
         let namespace = req.namespace.clone().unwrap_or_default();
-        let gvk = Gvk {
-            group: &req.kind.group,
-            version: &req.kind.version,
-            kind: &req.kind.kind,
-        };
-        // Cheap scope check on the typed metadata before anything else.
-        let owner_value = object.as_ref().map(
-            |o| serde_json::json!({"metadata": {"ownerReferences": o.metadata.owner_references}}),
-        );
-        let object_meta_only = owner_value.as_ref();
-        let in_scope = if req.sub_resource.is_some() {
-            Scope::Out("subresource")
-        } else {
-            scope(gvk, operation, &namespace, object_meta_only, &self.settings)
-        };
-        let (kind, server_name) = match in_scope {
+        let (kind, server_name) = match self.scope_of(req, operation, &namespace, object.as_ref()) {
             Scope::Out(reason) => {
                 tracing::debug!(uid = %req.uid, namespace, name = %req.name, reason, "out of scope");
                 return (base, "out_of_scope");
             }
             Scope::In { kind, server } => (kind, server),
         };
-        let object = match object.map(into_value) {
+        // In scope: within the size bounds, and only then a tree.
+        let object = match object.as_ref().map(|o| parse_bounded(o, "object")) {
             Some(Ok(v)) => v,
-            _ => {
+            Some(Err(message)) => return (base.deny(message), "denied"),
+            None => {
                 return (
                     base.deny("serverconfig-webhook: the request's object could not be read"),
                     "denied",
                 )
             }
         };
-
-        let caches = &self.caches;
-        let decision = {
-            {
-                let server = caches.server(&namespace, &server_name).await;
-                let server_ok = server.as_deref().and_then(|r| r.as_ref().ok());
-                let server_err = server.as_deref().and_then(|r| r.as_ref().err());
-                if let Some(e) = server_err {
-                    let d = Decision::Denied {
-                        message: format!("serverconfig-webhook: {e}"),
-                    };
-                    return self.finish(req, base, d, &namespace);
-                }
-                let sc_name = server_ok
-                    .map(|s| s.server_config.clone())
-                    .unwrap_or_default();
-                // What was built from this Server and ServerConfig version
-                // before, if anything: then the ServerConfig is not parsed.
-                let built = server_ok.zip(caches.server_config_version(&namespace, &sc_name));
-                let built = built.and_then(|(s, rv)| self.desired.cached(s, &rv));
-                let config = if sc_name.is_empty() || built.is_some() {
-                    None
-                } else {
-                    caches.server_config(&namespace, &sc_name).await
-                };
-                let controller_config = if sc_name.is_empty() {
-                    None
-                } else {
-                    caches.cached_server_config(&self.settings.controller_namespace, &sc_name)
-                };
-                let (config_ok, config_err) = split(config.as_deref());
-                let config_err_text = config_err.map(ToString::to_string);
-                let desired_now = match (built, server_ok, config_ok) {
-                    (Some(d), _, _) => Some(d),
-                    (None, Some(s), Some(c)) => Some(self.desired.get(s, c)),
-                    _ => None,
-                };
-                // The stored object (UPDATE only) keeps immutable fields
-                // and the keys a placeholder copied into the template.
-                let old_value = match operation {
-                    Operation::Update => old_object.and_then(|o| into_value(o).ok()),
-                    _ => None,
-                };
-                let inputs = Inputs {
-                    server: server_ok,
-                    config: config_ok,
-                    config_error: config_err_text.as_deref(),
-                    controller_config: controller_config.as_deref().and_then(|r| r.as_ref().ok()),
-                    old_object: old_value.as_ref(),
-                    desired: desired_now.as_deref(),
-                };
-                decide(operation, kind, &namespace, &object, inputs, &self.settings)
-            }
+        // The stored object (UPDATE only) keeps immutable fields and the
+        // keys a placeholder copied into the template.
+        let old_value = match (operation, old_object.as_ref()) {
+            (Operation::Update, Some(o)) => match parse_bounded(o, "oldObject") {
+                Ok(v) => Some(v),
+                Err(message) => return (base.deny(message), "denied"),
+            },
+            _ => None,
         };
+        let looked_up = self.look_up(&namespace, &server_name).await;
+        if let Some(message) = looked_up.server_error() {
+            return self.finish(req, base, Decision::Denied { message }, &namespace);
+        }
+        let config_err_text = looked_up.config_error();
+        let inputs = Inputs {
+            server: looked_up.server(),
+            config: looked_up.config(),
+            config_error: config_err_text.as_deref(),
+            controller_config: looked_up.controller_config(),
+            old_object: old_value.as_ref(),
+            desired: looked_up.desired.as_deref(),
+        };
+        let decision = decide(operation, kind, &namespace, &object, inputs, &self.settings);
         self.finish(req, base, decision, &namespace)
+    }
+
+    /// The cheap scope check, on the kind, operation, namespace and owner
+    /// references only.
+    fn scope_of(
+        &self,
+        req: &AdmissionRequest<RawObject>,
+        operation: Operation,
+        namespace: &str,
+        object: Option<&RawObject>,
+    ) -> Scope {
+        if req.sub_resource.is_some() {
+            return Scope::Out("subresource");
+        }
+        let gvk = Gvk {
+            group: &req.kind.group,
+            version: &req.kind.version,
+            kind: &req.kind.kind,
+        };
+        let owners = object
+            .map(|o| serde_json::json!({"metadata": {"ownerReferences": o.owner_references()}}));
+        scope(gvk, operation, namespace, owners.as_ref(), &self.settings)
+    }
+
+    /// The Server, its ServerConfig and the controller namespace's, from the
+    /// caches (a direct GET on a miss); names that are not Kubernetes
+    /// names are never looked up (the core refuses them).
+    async fn look_up(&self, namespace: &str, server_name: &str) -> LookedUp {
+        let caches = &self.caches;
+        let mut found = LookedUp::default();
+        if !is_valid_name(server_name) {
+            return found;
+        }
+        found.server = caches.server(namespace, server_name).await;
+        let Some(s) = found.server() else {
+            return found;
+        };
+        let sc_name = s.server_config.clone();
+        if !is_valid_name(&sc_name) {
+            return found;
+        }
+        // What was built from this Server and ServerConfig version before,
+        // if anything: then the ServerConfig is not parsed.
+        let built = caches
+            .server_config_version(namespace, &sc_name)
+            .and_then(|rv| self.desired.cached(s, &rv));
+        if built.is_none() {
+            found.config = caches.server_config(namespace, &sc_name).await;
+        }
+        found.controller_config =
+            caches.cached_server_config(&self.settings.controller_namespace, &sc_name);
+        found.desired = match (built, found.config()) {
+            (Some(d), _) => Some(d),
+            (None, Some(c)) => found.server().map(|s| self.desired.get(s, c)),
+            _ => None,
+        };
+        found
     }
 
     fn finish(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &AdmissionRequest<RawObject>,
         base: AdmissionResponse,
         decision: Decision,
         namespace: &str,
@@ -268,14 +285,53 @@ impl Admission {
     }
 }
 
-fn split(
-    r: Option<&Result<ServerConfig, ModelError>>,
-) -> (Option<&ServerConfig>, Option<&ModelError>) {
-    match r {
-        Some(Ok(c)) => (Some(c), None),
-        Some(Err(e)) => (None, Some(e)),
-        None => (None, None),
+/// What [`Admission::look_up`] found.
+#[derive(Default)]
+struct LookedUp {
+    server: crate::cache::Lookup<Server>,
+    config: crate::cache::Lookup<ServerConfig>,
+    controller_config: crate::cache::Lookup<ServerConfig>,
+    desired: Option<std::sync::Arc<crate::core::desired::Desired>>,
+}
+
+impl LookedUp {
+    fn server(&self) -> Option<&Server> {
+        self.server.as_deref().and_then(|r| r.as_ref().ok())
     }
+
+    /// Why the Server found could not be read.
+    fn server_error(&self) -> Option<String> {
+        match self.server.as_deref() {
+            Some(Err(e)) => Some(format!("serverconfig-webhook: {e}")),
+            _ => None,
+        }
+    }
+
+    fn config(&self) -> Option<&ServerConfig> {
+        self.config.as_deref().and_then(|r| r.as_ref().ok())
+    }
+
+    fn config_error(&self) -> Option<String> {
+        match self.config.as_deref() {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    fn controller_config(&self) -> Option<&ServerConfig> {
+        self.controller_config
+            .as_deref()
+            .and_then(|r| r.as_ref().ok())
+    }
+}
+
+/// The object as a JSON tree, if it is within the size bounds; else the
+/// denial naming what is too large.
+fn parse_bounded(o: &RawObject, what: &str) -> Result<serde_json::Value, String> {
+    check_json(o.text(), Limits::default())
+        .map_err(|e| format!("serverconfig-webhook: the request's {what} is too large for a Seldon Server workload: {e}"))?;
+    serde_json::from_str(o.text())
+        .map_err(|e| format!("serverconfig-webhook: the request's {what} could not be read: {e}"))
 }
 
 fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
@@ -283,25 +339,6 @@ fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionRe
         r.warnings = Some(warnings);
     }
     r
-}
-
-/// The object as JSON, moving its body instead of re-encoding it: only the
-/// (small) typed metadata is serialised.
-fn into_value(o: DynamicObject) -> Result<serde_json::Value, serde_json::Error> {
-    let metadata = serde_json::to_value(&o.metadata)?;
-    let mut v = match o.data {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    if let Some(t) = o.types {
-        v.insert(
-            "apiVersion".into(),
-            serde_json::Value::String(t.api_version),
-        );
-        v.insert("kind".into(), serde_json::Value::String(t.kind));
-    }
-    v.insert("metadata".into(), metadata);
-    Ok(serde_json::Value::Object(v))
 }
 
 /// Encodes the answer. kube-core writes `patch` (a Go `[]byte`) as a JSON
