@@ -382,3 +382,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_table() {
+        for (text, want) in [
+            ("1", Ok(1)),
+            ("64Ki", Ok(64 << 10)),
+            ("48Mi", Ok(48 << 20)),
+            ("1Gi", Ok(1 << 30)),
+        ] {
+            assert_eq!(parse_bytes(text), want, "{text}");
+        }
+        for bad in ["", "0", "12MB", "Mi", "-1", "1.5Mi"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

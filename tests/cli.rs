@@ -127,6 +127,15 @@ fn render_bad_input_exits_2_with_one_sentence() {
     let garbage = tmp.path().join("garbage.yaml");
     std::fs::write(&garbage, "kind: [unclosed").expect("write");
     let missing = tmp.path().join("missing.yaml");
+    // a file far beyond any object, and one of 400,000 documents
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::write(&huge, vec![b'#'; 5 << 20]).expect("write");
+    let many = tmp.path().join("many.yaml");
+    let sts_text = std::fs::read_to_string(&good[0]).expect("read");
+    let mut many_text = sts_text.clone();
+    many_text.push_str(&"---\na: 1\n".repeat(400_000));
+    std::fs::write(&many, many_text).expect("write");
+    let zero = Path::new("/dev/zero");
     // (name, [sts, server, sc], text on stderr)
     let cases: Vec<(&str, [&Path; 3], &str)> = vec![
         (
@@ -159,6 +168,21 @@ fn render_bad_input_exits_2_with_one_sentence() {
             [&good[0], &good[1], &foreign],
             "only uses objects of the workload's own namespace",
         ),
+        (
+            "a file larger than any object",
+            [&huge, &good[1], &good[2]],
+            "is larger than 4 MiB",
+        ),
+        (
+            "a device that never ends",
+            [zero, &good[1], &good[2]],
+            "is larger than 4 MiB",
+        ),
+        (
+            "400,000 documents",
+            [&many, &good[1], &good[2]],
+            "holds more than one document",
+        ),
     ];
     for (name, files, text) in cases {
         let (code, out, err) = render(&files, &[]);
@@ -171,6 +195,37 @@ fn render_bad_input_exits_2_with_one_sentence() {
             "case {name}: one sentence: {err}"
         );
     }
+}
+
+#[test]
+fn render_into_a_closed_pipe_stops_quietly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let sts = controller_statefulset(&srv, &placeholder("seldon-system", "mlserver-config", &[]));
+    let files = [
+        write(tmp.path(), "sts.yaml", &sts),
+        write(tmp.path(), "server.yaml", &srv),
+        write(tmp.path(), "sc.yaml", &team()),
+    ];
+    let mut child = Command::new(BIN)
+        .arg("render")
+        .arg("--statefulset")
+        .arg(&files[0])
+        .arg("--server")
+        .arg(&files[1])
+        .arg("--serverconfig")
+        .arg(&files[2])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // `| head -c 0`: the reader goes away before anything is written
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.trim().is_empty(), "quiet: {err}");
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

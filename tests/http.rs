@@ -1020,3 +1020,167 @@ fn default_log_level_prints_no_request_contents_headers_or_tokens() {
         "log lines carrying request contents: {leaks:#?}"
     );
 }
+
+/// Reads until the server closes the connection (or `within` passes);
+/// `true` when it closed.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(within, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await,
+        Ok(())
+    )
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_on_both_ports() {
+    let limits = Limits {
+        first_byte_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    // a TLS connection that never sends a request
+    let mut fresh = http1_stream(&srv).await;
+    // a plain TCP connection to the webhook port that never starts TLS
+    let mut no_tls = tokio::net::TcpStream::connect(srv.addr).await.expect("tcp");
+    // the metrics port: nothing at all, and a header that never ends
+    let mut metrics_idle = tokio::net::TcpStream::connect(srv.metrics_addr)
+        .await
+        .expect("tcp");
+    let mut metrics_slow = tokio::net::TcpStream::connect(srv.metrics_addr)
+        .await
+        .expect("tcp");
+    metrics_slow
+        .write_all(b"GET /metrics HTTP/1.1\r\nx-slow: a")
+        .await
+        .expect("write");
+    for (name, closed) in [
+        (
+            "fresh TLS connection",
+            closed_within(&mut fresh, Duration::from_secs(10)).await,
+        ),
+        (
+            "connection without TLS",
+            closed_within(&mut no_tls, Duration::from_secs(10)).await,
+        ),
+        (
+            "idle metrics connection",
+            closed_within(&mut metrics_idle, Duration::from_secs(10)).await,
+        ),
+        (
+            "slow metrics header",
+            closed_within(&mut metrics_slow, Duration::from_secs(10)).await,
+        ),
+    ] {
+        assert!(closed, "{name} was still open after 10 s");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", srv.metrics_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains("serverconfig_webhook_refusals_total{listener=\"webhook\",reason=\"idle\"}"),
+        "{metrics}"
+    );
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_good_reviews_go_on() {
+    let limits = Limits {
+        max_connections: 4,
+        first_byte_timeout: Duration::from_millis(800),
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(srv.addr).await.expect("tcp"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fifth = tokio::net::TcpStream::connect(srv.addr).await.expect("tcp");
+    assert!(
+        closed_within(&mut fifth, Duration::from_millis(500)).await,
+        "the fifth connection was kept past the cap of 4"
+    );
+    // the held ones time out; then good reviews are answered again
+    for mut h in held {
+        assert!(closed_within(&mut h, Duration::from_secs(10)).await);
+    }
+    assert_healthy(&srv).await;
+}
+
+#[tokio::test]
+async fn bodies_past_the_in_flight_budget_get_503_and_the_budget_comes_back() {
+    let limits = Limits {
+        max_inflight_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let srv = start(limits).await;
+    // one request declares a 900 KiB body and sends it slowly
+    let mut slow = http1_stream(&srv).await;
+    slow.write_all(request_head(900 * 1024).as_bytes())
+        .await
+        .expect("head");
+    slow.write_all(&[b' '; 1024]).await.expect("some body");
+    slow.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // a second large one does not fit beside it
+    let mut second = http1_stream(&srv).await;
+    second
+        .write_all(request_head(300 * 1024).as_bytes())
+        .await
+        .expect("head");
+    second.flush().await.expect("flush");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.to_lowercase().contains("retry-after: 1"), "{text}");
+    // the slow one gives up its share when it goes
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_healthy(&srv).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", srv.metrics_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("reason=\"inflight_bytes\""), "{metrics}");
+    assert!(
+        metrics.contains("serverconfig_webhook_inflight_bytes 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413_before_it_is_sent() {
+    let srv = start(Limits::default()).await;
+    let mut tls = http1_stream(&srv).await;
+    tls.write_all(request_head(BODY_LIMIT + 1).as_bytes())
+        .await
+        .expect("head");
+    tls.flush().await.expect("flush");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"));
+    assert_healthy(&srv).await;
+}
