@@ -9,14 +9,14 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::Client;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::cache::{server_config_resource, server_resource, Namespaces};
-use crate::core::desired::{desired, differences};
+use crate::core::desired::{desired, differences, mounts_without_volume};
 use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{Settings, WorkloadKind};
 use crate::core::placeholder::{placeholder_state, PlaceholderState};
@@ -158,7 +158,22 @@ pub async fn run(client: Client, cfg: &DoctorConfig) -> anyhow::Result<Report> {
             .servers
             .push(server_check(&client, s, &configs, &cfg.settings).await);
     }
-    controller_checks(&client, cfg, &server_namespaces, &mut report.environment).await;
+    placeholder_checks(&configs, &ctl, &mut report.environment);
+    let controller = read_deployment(&client, &ctl, &cfg.controller_deployment).await;
+    let watch = controller
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .and_then(ControllerWatch::from_deployment);
+    deployment_mode_checks(
+        &servers,
+        &configs,
+        watch.as_ref(),
+        &ctl,
+        &mut report.environment,
+    );
+    scheduler_checks(&client, &server_namespaces, &ctl, &mut report.environment).await;
+    controller_checks(cfg, controller, &server_namespaces, &mut report.environment);
     webhook_checks(&client, cfg, &server_namespaces, &mut report.environment).await;
     rbac_checks(&client, cfg, &mut report.environment).await;
     Ok(report)
@@ -229,15 +244,128 @@ async fn server_check(
     }
 }
 
-async fn controller_checks(
+/// The controller namespace's placeholders: how many, how many of an
+/// earlier release's shape, and which were adopted (labelled, but changed
+/// by someone else: never touched by the sync loop again).
+fn placeholder_checks(
+    configs: &BTreeMap<(String, String), ServerConfig>,
+    ctl: &str,
+    out: &mut Vec<Check>,
+) {
+    let (mut ours, mut legacy, mut adopted) = (0usize, 0usize, Vec::new());
+    for c in configs.values().filter(|c| c.meta.namespace == ctl) {
+        match placeholder_state(c) {
+            Some(PlaceholderState::Ours) => ours += 1,
+            Some(PlaceholderState::Legacy) => legacy += 1,
+            Some(PlaceholderState::Adopted) => adopted.push(c.meta.name.clone()),
+            None => {}
+        }
+    }
+    let subject = format!("placeholders in {ctl}");
+    let kept = format!("{} kept by the sync loop ({legacy} of an earlier release's shape, rewritten by the sync loop)", ours + legacy);
+    out.push(if adopted.is_empty() {
+        check(subject, "ok", kept)
+    } else {
+        check(subject, "warn", format!(
+            "{kept}; adopted (labelled but changed by someone else, never modified or deleted by the sync loop; remove the label to make it a plain ServerConfig): {}",
+            adopted.join(", ")))
+    });
+}
+
+/// With Deployments for Servers (Seldon 2.10's
+/// `--use-deployments-for-servers`, or a Server whose workload is a
+/// Deployment), every ServerConfig that mounts a volume only a claim
+/// template provides: the API server refuses such a Deployment (422).
+fn deployment_mode_checks(
+    servers: &[Server],
+    configs: &BTreeMap<(String, String), ServerConfig>,
+    watch: Option<&ControllerWatch>,
+    ctl: &str,
+    out: &mut Vec<Check>,
+) {
+    if !watch.is_some_and(|w| w.use_deployments) {
+        return;
+    }
+    let mut problems = Vec::new();
+    let used: std::collections::BTreeSet<(String, String)> = servers
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.meta.namespace.clone(), s.server_config.clone()),
+                (ctl.to_string(), s.server_config.clone()),
+            ]
+        })
+        .collect();
+    for key in used {
+        let Some(c) = configs.get(&key) else { continue };
+        for (container, volume) in mounts_without_volume(&Value::Object(c.pod_spec.clone())) {
+            let claim = c.volume_claim_templates.iter().any(|v| v.name == volume);
+            problems.push(format!(
+                "ServerConfig {}/{}: container {container:?} mounts volume {volume:?}{}; add {volume:?} to spec.podSpec.volumes (an emptyDir, or a persistentVolumeClaim)",
+                key.0,
+                key.1,
+                if claim { ", which only its volumeClaimTemplates provide (a Deployment has none)" } else { ", which it does not define" }
+            ));
+        }
+    }
+    let subject = "Deployments for Servers (--use-deployments-for-servers)";
+    out.push(if problems.is_empty() {
+        check(
+            subject,
+            "ok",
+            "every ServerConfig in use defines the volumes its containers mount",
+        )
+    } else {
+        check(
+            subject,
+            "fail",
+            format!(
+                "the API server refuses these Deployments (volumeMounts[].name: Not found): {}",
+                problems.join("; ")
+            ),
+        )
+    });
+}
+
+/// The stock controller dials `seldon-scheduler.<Server namespace>:9004`,
+/// so every namespace with Servers needs Seldon's runtime (its scheduler)
+/// installed there.
+async fn scheduler_checks(
     client: &Client,
+    server_namespaces: &[String],
+    ctl: &str,
+    out: &mut Vec<Check>,
+) {
+    let namespaces: std::collections::BTreeSet<&String> =
+        server_namespaces.iter().filter(|n| *n != ctl).collect();
+    let mut missing = Vec::new();
+    for ns in &namespaces {
+        let api: Api<Service> = Api::namespaced(client.clone(), ns);
+        match api.get_opt("seldon-scheduler").await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(ns.to_string()),
+            Err(e) => missing.push(format!("{ns} (cannot read: {e})")),
+        }
+    }
+    let subject = "seldon-scheduler per namespace";
+    out.push(if missing.is_empty() {
+        check(subject, "ok", format!("a seldon-scheduler Service in each of the {} namespaces with Servers", namespaces.len()))
+    } else {
+        check(subject, "fail", format!(
+            "no seldon-scheduler Service in {}: the stock controller dials seldon-scheduler.<Server namespace>:9004, so install Seldon's runtime there (the seed's Pattern 1)",
+            missing.join(", ")))
+    });
+}
+
+fn controller_checks(
     cfg: &DoctorConfig,
+    controller: Result<Option<Deployment>, kube::Error>,
     server_namespaces: &[String],
     out: &mut Vec<Check>,
 ) {
     let ctl = &cfg.settings.controller_namespace;
     let subject = format!("controller {ctl}/{}", cfg.controller_deployment);
-    let dep = match read_deployment(client, ctl, &cfg.controller_deployment).await {
+    let dep = match controller {
         Ok(Some(d)) => d,
         Ok(None) => {
             out.push(check(

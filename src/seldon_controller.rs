@@ -21,6 +21,9 @@ pub struct ControllerWatch {
     pub watch_namespaces: Vec<String>,
     /// `--namespace` (its own namespace; the Deployment's when absent).
     pub namespace: String,
+    /// `--use-deployments-for-servers` (2.10): Servers get Deployments,
+    /// which have no claim templates.
+    pub use_deployments: bool,
 }
 
 impl ControllerWatch {
@@ -53,6 +56,7 @@ impl ControllerWatch {
             clusterwide: false,
             watch_namespaces: Vec::new(),
             namespace: own_ns.clone(),
+            use_deployments: false,
         };
         for a in container
             .args
@@ -71,6 +75,10 @@ impl ControllerWatch {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect();
+            } else if let Some(v) = a.strip_prefix("--use-deployments-for-servers=") {
+                watch.use_deployments = v == "true";
+            } else if a == "--use-deployments-for-servers" {
+                watch.use_deployments = true;
             } else if let Some(v) = a.strip_prefix("--namespace=") {
                 if !v.is_empty() {
                     watch.namespace = v.to_string();

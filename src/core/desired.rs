@@ -189,3 +189,44 @@ pub fn differences(workload: &Value, want: &Desired) -> Vec<String> {
     }
     out
 }
+
+/// `(container, volume)` for every volume mount of the pod spec whose volume
+/// the pod spec does not define. A StatefulSet gets such volumes from its
+/// claim templates; a Deployment (Seldon 2.10's
+/// `--use-deployments-for-servers`) has none, and the API server refuses
+/// its pod template (`volumeMounts[0].name: Not found`).
+pub fn mounts_without_volume(pod_spec: &Value) -> Vec<(String, String)> {
+    let name = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let volumes: std::collections::BTreeSet<String> = pod_spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(name)
+        .collect();
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| {
+            pod_spec
+                .get(*k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .flat_map(|c| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(name)
+                .filter(|m| !volumes.contains(m))
+                .map(|m| (name(c), m))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

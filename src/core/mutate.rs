@@ -8,7 +8,7 @@ use json_patch::Patch;
 use serde_json::{json, Value};
 
 use super::defaults::normalize;
-use super::desired::{desired, vct_identity, Desired};
+use super::desired::{desired, mounts_without_volume, vct_identity, Desired};
 use super::model::{Server, ServerConfig, SELDON_GROUP};
 use super::names::is_valid_name;
 use super::patch::{at, PatchBuilder, MAX_PATCH_BYTES};
@@ -456,6 +456,9 @@ fn build_patch(
     let mut warnings =
         keep_immutable_fields(&mut b, operation, kind, want, inputs.old_object, &source);
     warnings.extend(desired_warnings(want, &source));
+    if kind == WorkloadKind::Deployment {
+        warnings.extend(deployment_warnings(want, &source));
+    }
     finish(b, want, source, warnings)
 }
 
@@ -658,6 +661,19 @@ fn desired_warnings(want: &Desired, source: &str) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// Warnings about a Deployment built from the ServerConfig: volume mounts
+/// only claim templates could satisfy, which a Deployment does not have.
+fn deployment_warnings(want: &Desired, source: &str) -> Vec<String> {
+    mounts_without_volume(&want.pod_spec)
+        .into_iter()
+        .map(|(container, volume)| {
+            format!(
+                "serverconfig-webhook: container {container:?} mounts volume {volume:?}, which ServerConfig {source} defines only as a volumeClaimTemplate; a Deployment has none, so the API server refuses it: add {volume:?} to spec.podSpec.volumes (an emptyDir, or a persistentVolumeClaim)"
+            )
+        })
+        .collect()
 }
 
 /// The decision for the collected patch: none, a patch within

@@ -118,13 +118,14 @@ impl Ctx {
         self.publish(&reference, type_, reason, note).await;
     }
 
+    /// Publishes an Event; whether the API server took it.
     async fn publish(
         &self,
         reference: &ObjectReference,
         type_: EventType,
         reason: &str,
         note: String,
-    ) {
+    ) -> bool {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -132,8 +133,12 @@ impl Ctx {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
+        match self.recorder.publish(&ev, reference).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, reason, "could not publish event");
+                false
+            }
         }
     }
 }
@@ -302,7 +307,7 @@ async fn sync_placeholders(ctx: &Ctx) -> Result<Pass, SyncError> {
     let (created, pass) = create_placeholders(ctx, &api, &plan).await?;
     rewrite_placeholders(ctx, &api, &plan, &controller).await?;
     let deleted = delete_placeholders(ctx, &api, &plan, &controller).await?;
-    report_capped(ctx, &plan).await;
+    let reported = report_capped(ctx, &plan).await;
     report_adopted(ctx, &plan, &controller).await;
     let kept = (controller.iter().filter(|c| is_ours(c)).count() + created).saturating_sub(deleted);
     ctx.metrics
@@ -311,7 +316,11 @@ async fn sync_placeholders(ctx: &Ctx) -> Result<Pass, SyncError> {
     ctx.metrics
         .adopted_placeholders
         .set(i64::try_from(plan.adopted.len()).unwrap_or(i64::MAX));
-    Ok(pass)
+    Ok(if reported == Pass::Deferred {
+        reported
+    } else {
+        pass
+    })
 }
 
 /// Creates the planned placeholders, as far as each namespace's rate of
@@ -430,8 +439,8 @@ async fn delete_placeholders(
 
 /// One Warning per namespace when the set of its names past the cap grows
 /// (not on every pass), at most one per namespace per
-/// [`limits::EVENT_PERIOD`].
-async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) {
+/// [`limits::EVENT_PERIOD`]; `Deferred` when one had to wait for that.
+async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) -> Pass {
     let ctl_ns = &ctx.cfg.settings.controller_namespace;
     let cap = ctx.cfg.max_placeholders_per_namespace;
     let news: Vec<(String, Vec<String>)> = {
@@ -454,9 +463,11 @@ async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) {
             })
             .collect()
     };
+    let mut pass = Pass::Done;
     for (ns, new) in news {
         if ctx.limits.events.check_key(&ns).is_err() {
-            continue; // reported on a later pass
+            pass = Pass::Deferred; // reported on a later pass
+            continue;
         }
         let total = plan.capped.get(&ns).map_or(0, Vec::len);
         let reference = ObjectReference {
@@ -468,9 +479,13 @@ async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) {
         };
         let shown: Vec<&str> = new.iter().take(5).map(String::as_str).collect();
         let more = if new.len() > shown.len() { ", ..." } else { "" };
-        ctx.publish(&reference, EventType::Warning, "PlaceholderCapReached", format!(
+        let published = ctx.publish(&reference, EventType::Warning, "PlaceholderCapReached", format!(
             "namespace {ns} already causes {cap} placeholders in {ctl_ns} (--max-placeholders-per-namespace); {total} ServerConfig names have none, newly: {}{more}",
             shown.join(", "))).await;
+        if !published {
+            pass = Pass::Deferred;
+            continue;
+        }
         ctx.metrics.sync_action(SyncAction::PlaceholderCapped);
         let mut reported = ctx
             .reported
@@ -478,6 +493,7 @@ async fn report_capped(ctx: &Ctx, plan: &PlaceholderPlan) {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         reported.capped.entry(ns).or_default().extend(new);
     }
+    pass
 }
 
 /// One Warning per adopted placeholder (by uid): somebody else changed it,
@@ -488,13 +504,13 @@ async fn report_adopted(ctx: &Ctx, plan: &PlaceholderPlan, controller: &[&Server
         .filter(|c| plan.adopted.contains(&c.meta.name))
     {
         let key = format!("{}/{}", c.meta.name, c.meta.uid);
-        let new = ctx
+        let seen = ctx
             .reported
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .adopted
-            .insert(key);
-        if !new {
+            .contains(&key);
+        if seen {
             continue;
         }
         let reference = ObjectReference {
@@ -506,9 +522,16 @@ async fn report_adopted(ctx: &Ctx, plan: &PlaceholderPlan, controller: &[&Server
             ..ObjectReference::default()
         };
         tracing::warn!(name = %c.meta.name, "placeholder adopted: changed by someone else, never touched again");
-        ctx.publish(&reference, EventType::Warning, "PlaceholderAdopted", format!(
+        let published = ctx.publish(&reference, EventType::Warning, "PlaceholderAdopted", format!(
             "ServerConfig {}/{} carries the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} but is no longer the placeholder serverconfig-webhook wrote; it is treated as a real ServerConfig and never modified or deleted by serverconfig-webhook again. Remove the label to say so.",
             c.meta.namespace, c.meta.name)).await;
+        if published {
+            ctx.reported
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .adopted
+                .insert(key);
+        }
     }
 }
 

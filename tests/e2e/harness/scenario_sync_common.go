@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -114,33 +116,26 @@ func (s *Suite) waitServerEvent(ctx context.Context, ns, server, reason string, 
 	return msg, err
 }
 
-// placeholderFacts checks what makes a placeholder: the label, no images,
-// the two annotations, the used-by namespaces, and who wrote it.
-func placeholderFacts(u *unstructured.Unstructured, usedBy ...string) (bool, string) {
+// placeholderFacts checks what makes a placeholder (src/core/placeholder.rs):
+// the one fixed object per name whoever uses it -- the label, the
+// explanation and nothing else in its metadata, no containers, no claim
+// templates -- written by the sync loop's field manager.
+func placeholderFacts(u *unstructured.Unstructured) (bool, string) {
 	var bad []string
-	if u.GetLabels()[syncManagedByLabel] != syncManagedByValue {
-		bad = append(bad, "label "+syncManagedByLabel+"="+u.GetLabels()[syncManagedByLabel])
+	labels, ann := u.GetLabels(), u.GetAnnotations()
+	if labels[syncManagedByLabel] != syncManagedByValue || len(labels) != 1 {
+		bad = append(bad, fmt.Sprintf("labels %v", labels))
 	}
-	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "podSpec", "containers")
-	var names []string
-	for _, c := range cs {
-		cm, _ := c.(map[string]any)
-		names = append(names, fmt.Sprint(cm["name"]))
-		if img, ok := cm["image"]; ok {
-			bad = append(bad, fmt.Sprintf("container %v has image %v", cm["name"], img))
-		}
+	if ann[syncPlaceholderAnn] == "" || len(ann) != 1 {
+		bad = append(bad, fmt.Sprintf("annotations %v (want only %s)", keysOf(ann), syncPlaceholderAnn))
 	}
-	if len(cs) == 0 {
-		bad = append(bad, "no containers")
+	cs, found, _ := unstructured.NestedSlice(u.Object, "spec", "podSpec", "containers")
+	if !found || len(cs) != 0 {
+		bad = append(bad, fmt.Sprintf("containers %v (want none)", cs))
 	}
-	ann := u.GetAnnotations()
-	if ann[syncPlaceholderAnn] == "" {
-		bad = append(bad, "no "+syncPlaceholderAnn+" annotation")
-	}
-	for _, ns := range usedBy {
-		if !strings.Contains(ann[syncUsedByAnn], ns) {
-			bad = append(bad, fmt.Sprintf("%s=%q lacks %s", syncUsedByAnn, ann[syncUsedByAnn], ns))
-		}
+	vcts, _, _ := unstructured.NestedSlice(u.Object, "spec", "volumeClaimTemplates")
+	if len(vcts) != 0 {
+		bad = append(bad, fmt.Sprintf("claim templates %v", vcts))
 	}
 	managers := map[string]bool{}
 	for _, m := range u.GetManagedFields() {
@@ -149,11 +144,20 @@ func placeholderFacts(u *unstructured.Unstructured, usedBy ...string) (bool, str
 	if !managers[syncFieldManager] {
 		bad = append(bad, fmt.Sprintf("not written by field manager %s: %v", syncFieldManager, managers))
 	}
-	detail := fmt.Sprintf("containers %v (no images), %s=%q, managers %v", names, syncUsedByAnn, ann[syncUsedByAnn], keys(managers))
+	detail := fmt.Sprintf("no containers, annotations %v, managers %v", keysOf(ann), keys(managers))
 	if len(bad) > 0 {
 		return false, strings.Join(bad, "; ") + "; " + detail
 	}
 	return true, detail
+}
+
+func keysOf(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func keys(m map[string]bool) []string {
@@ -232,3 +236,19 @@ func (s *Suite) runDoctor(ctx context.Context, args ...string) (int, string) {
 
 // secs formats a duration as seconds with one decimal.
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+// ensureSchedulerService creates the seldon-scheduler Service that Seldon's
+// runtime puts in each namespace of the Scoped Operator Pattern (the stock
+// controller dials seldon-scheduler.<namespace>:9004; nothing listens here).
+func (s *Suite) ensureSchedulerService(ctx context.Context, ns string) error {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "seldon-scheduler", Namespace: ns},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "scheduler", Port: 9004}},
+			Selector: map[string]string{"app.kubernetes.io/name": "seldon-scheduler"}},
+	}
+	_, err := s.cp.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}

@@ -235,6 +235,14 @@ func scenarioSyncDoctor(ctx context.Context, s *Suite) error {
 	if err := s.apply(ctx, dep); err != nil {
 		return err
 	}
+	// Pattern 1 needs Seldon's runtime in the namespace: the controller
+	// dials seldon-scheduler.<namespace>:9004
+	code, out = s.runDoctor(ctx, args...)
+	s.r.Check("sync-doctor/no-scheduler-exit-1", code == 1 && strings.Contains(out, "no seldon-scheduler Service in "+ns),
+		"exit %d: %s", code, oneLine(lineWith(out, "seldon-scheduler")))
+	if err := s.ensureSchedulerService(ctx, ns); err != nil {
+		return err
+	}
 	code, out = s.runDoctor(ctx, args...)
 	if !s.r.Check("sync-doctor/healthy-exit-0", code == 0 && strings.Contains(out, "healthy"), "exit %d: %s", code, out) {
 		s.dumpSyncInputs(ctx, ns, server, scName)

@@ -138,7 +138,7 @@ func scenarioSyncPlaceholder(ctx context.Context, s *Suite) error {
 	if !s.r.Check("sync-placeholder/created", err == nil, "%s/%s after %s %v", controllerNS, scName, secs(took), err) {
 		return nil
 	}
-	ok, detail := placeholderFacts(ph, ns)
+	ok, detail := placeholderFacts(ph)
 	s.r.Check("sync-placeholder/shape", ok, "%s", detail)
 
 	team := s.teamImages(ns, "mlserver", scName)

@@ -88,7 +88,7 @@ func scenarioSyncQuiet(ctx context.Context, s *Suite) error {
 	if err != nil || ph == nil {
 		return fmt.Errorf("placeholder: %v", err)
 	}
-	ok, detail := placeholderFacts(ph, syncQNS)
+	ok, detail := placeholderFacts(ph)
 	s.r.Check("sync-quiet/placeholder-by-sync-loop", ok, "%s", detail)
 	if _, err := s.settledRV(ctx, syncQNS, syncQServer); err != nil {
 		return err

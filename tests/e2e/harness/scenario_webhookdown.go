@@ -91,9 +91,10 @@ func scenarioWebhookDown(ctx context.Context, s *Suite) error {
 //     on the Server, where the stock controller sets StatefulSetReady=False);
 //     once the webhook is back the retry stores the team's images and the
 //     Pods are created with them.
-//   - Ignore: the create is admitted unmutated, with the placeholder's empty
-//     images, so kube-controller-manager cannot create a Pod (FailedCreate
-//     "image: Required value"): nothing runs a wrong or empty image. Once
+//   - Ignore: the create is admitted unmutated, with the placeholder's
+//     containers (none), so kube-controller-manager cannot create a Pod
+//     (FailedCreate "spec.containers: Required value"): nothing runs a
+//     wrong or empty image. Once
 //     the webhook is back, the sync loop's start-up heal finds it lacks the
 //     team ServerConfig's claim templates (immutable, so a re-admitted
 //     template could never get a Pod) and deletes it (Recreated Event); the
@@ -116,7 +117,7 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return fmt.Errorf("no placeholder %s/%s from the sync loop: %w", controllerNS, scName, err)
 	}
-	okPH, detail := placeholderFacts(ph, ns)
+	okPH, detail := placeholderFacts(ph)
 	if !s.r.Check(checkName(sc, "placeholder"), okPH, "%s", detail) {
 		return nil
 	}
@@ -236,7 +237,7 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 		}()) {
 		return nil
 	}
-	fc, err := s.cp.WaitFailedCreate(ctx, ns, stsIgn.UID, 60*time.Second, "image", "Required value")
+	fc, err := s.cp.WaitFailedCreate(ctx, ns, stsIgn.UID, 60*time.Second, "spec.containers", "Required value")
 	s.r.Check(checkName(sc, "ignore", "no-pod-with-empty-image"), err == nil, "kube-controller-manager: %q %v", fc, err)
 	noWrong("ignore")
 	t0 := time.Now()

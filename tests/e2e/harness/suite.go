@@ -181,6 +181,7 @@ func AllScenarios() []Scenario {
 		{"quiet-steady-state", scenarioQuiet},
 		{"tenant-isolation", scenarioTenants},
 		{"equivalence-with-render", scenarioEquivalence},
+		{"oracle", scenarioOracle},
 		{"webhook-down", scenarioWebhookDown},
 		// the sync loop (serve --sync, as shipped), with the stand-in
 		// controller running as a controller (standin_controller.go)
@@ -198,6 +199,7 @@ func AllScenarios() []Scenario {
 		{"fault-apiserver-restart", scenarioFaultAPIServer},
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
+		{"hostile-tenants", scenarioHostileTenants},
 		// `migrate` (scenario_migrate.go): the seed's Migration Paths A
 		// and B with the built binary, their rollbacks, and the refusals
 		{"migrate-a-to-controller-namespace", scenarioMigrateA},
