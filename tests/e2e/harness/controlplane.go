@@ -35,6 +35,10 @@ type ControlPlane struct {
 	Minor           int // server minor version, e.g. 33
 	GitVersion      string
 
+	// AuditLog is kube-apiserver's audit log (audit.go); empty when a
+	// benchmark set its own policy
+	AuditLog string
+
 	etcd, apiserver, kcm *Proc
 	// how kube-apiserver was started, for StartAPIServer after a stop
 	apiBin, apiLogs string
@@ -116,6 +120,12 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	cp.APIURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	step("control plane: starting kube-apiserver on %s", cp.APIURL)
 	cp.apiBin, cp.apiLogs, cp.startupWait = filepath.Join(cfg.PeerDir, "kube-apiserver"), logs, cfg.StartupWait
+	auditArgs := extraAPIServerArgs
+	if len(extraAPIServerArgs) == 0 {
+		if auditArgs, cp.AuditLog, err = suiteAuditArgs(dir); err != nil {
+			return nil, err
+		}
+	}
 	cp.apiArgs = append([]string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
@@ -135,7 +145,7 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		"--v=1",
-	}, extraAPIServerArgs...) // extraAPIServerArgs: only `e2e bench` sets them
+	}, auditArgs...) // extraAPIServerArgs: only `e2e bench` sets them (its own audit policy)
 	cp.apiserver, err = StartProc("kube-apiserver", cp.apiLogs, cp.apiBin, cp.apiArgs, nil)
 	if err != nil {
 		return nil, err

@@ -59,12 +59,18 @@ func scenarioTenants(ctx context.Context, s *Suite) error {
 // tenantUser is a client of the API server authenticated by a client
 // certificate of the cluster CA: user name user, no groups.
 func (s *Suite) tenantUser(user string) (kubernetes.Interface, dynamic.Interface, error) {
+	return s.userClients(user, nil)
+}
+
+// userClients are clients of user (a client certificate of the cluster
+// CA); warnings, when given, receives every admission warning.
+func (s *Suite) userClients(user string, warnings rest.WarningHandler) (kubernetes.Interface, dynamic.Interface, error) {
 	c, err := s.cp.CA.Issue(filepath.Join(s.cp.Dir, "pki"), user, user, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg := &rest.Config{Host: s.cp.APIURL, TLSClientConfig: rest.TLSClientConfig{CAFile: s.cp.CA.Path, CertFile: c.Cert, KeyFile: c.Key},
-		QPS: 50, Burst: 100, Timeout: 30 * time.Second}
+		QPS: 50, Burst: 100, Timeout: 30 * time.Second, WarningHandler: warnings}
 	k, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, err
