@@ -82,6 +82,9 @@ struct Ctx {
     failures: Mutex<HashMap<String, u32>>,
     /// Per workload, the hash whose `InjectedServerConfig` was published.
     seen_hash: Mutex<HashMap<String, String>>,
+    /// Per workload, the hash whose `WebhookNotApplied` was published: the
+    /// retries of the same failure do not repeat the Warning.
+    not_applied: Mutex<HashMap<String, String>>,
     /// The rates one namespace's churn may cause work at.
     limits: limits::PerNamespace,
     /// What was reported, so that each Warning is published once per change.
@@ -98,9 +101,14 @@ struct Reported {
 }
 
 impl Ctx {
-    /// Forgets the failures counted for a workload (its backoff restarts).
+    /// Forgets the failures counted for a workload (its backoff restarts,
+    /// and a later failure is reported again).
     fn forget_failures(&self, key: &str) {
         self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+        self.not_applied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key);
@@ -169,6 +177,7 @@ pub async fn run(
         recorder,
         failures: Mutex::default(),
         seen_hash: Mutex::default(),
+        not_applied: Mutex::default(),
         limits: limits::PerNamespace::new(cfg_cap),
         reported: Mutex::default(),
     });
@@ -862,9 +871,18 @@ async fn readmit<K: Workload>(
         }
         Err(SyncError::NotApplied(what)) => {
             ctx.metrics.sync_action(SyncAction::NotApplied);
-            ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
-                "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
-                K::kind(&()), target.key, target.ns, target.server.server_config)).await;
+            let first = ctx
+                .not_applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(target.key.clone(), hash.to_string())
+                .as_deref()
+                != Some(hash);
+            if first {
+                ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
+                    "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
+                    K::kind(&()), target.key, target.ns, target.server.server_config)).await;
+            }
             Err(SyncError::NotApplied(what))
         }
         Err(e) => {

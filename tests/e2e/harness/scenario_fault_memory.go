@@ -30,10 +30,16 @@ const (
 // 10,000-object memory figure): run them with SERVERCONFIG_E2E_MEMORY=1,
 // e.g. `SERVERCONFIG_E2E_MEMORY=1 cargo xtask e2e --release --run fault-memory`.
 func faultBenchScenarios() []Scenario {
-	if os.Getenv("SERVERCONFIG_E2E_MEMORY") == "" {
-		return nil
+	var out []Scenario
+	if os.Getenv("SERVERCONFIG_E2E_MEMORY") != "" {
+		out = append(out, Scenario{"fault-memory", scenarioFaultMemory})
 	}
-	return []Scenario{{"fault-memory", scenarioFaultMemory}}
+	// SERVERCONFIG_E2E_ATTACKS=1: what a client reaching the port can do
+	// to memory and descriptors (scenario_fault_clients.go)
+	if os.Getenv("SERVERCONFIG_E2E_ATTACKS") != "" {
+		out = append(out, Scenario{"fault-hostile-clients", scenarioFaultClients})
+	}
+	return out
 }
 
 // procMemory reads VmRSS and VmHWM (bytes) from /proc/PID/status.

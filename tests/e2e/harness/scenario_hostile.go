@@ -144,7 +144,7 @@ func (h *hostile) apiServerCPU(ctx context.Context, obj *appsv1.StatefulSet, k i
 // works about as much as without the webhook.
 func (h *hostile) longLists(ctx context.Context) error {
 	s := h.s
-	const refused, accepted, k = 40000, 1000, 5
+	const refused, accepted, k = 40000, 1000, 20
 	withCPU, errRefused := h.apiServerCPU(ctx, h.withArgs(refused, true, "a-long"), k)
 	withoutCPU, errPlain := h.apiServerCPU(ctx, h.withArgs(refused, false, "a-long"), k)
 	s.r.Check(checkName(h.sc, "long-list-refused"),

@@ -191,6 +191,9 @@ func AllScenarios() []Scenario {
 		{"sync-quiet-with-placeholder", scenarioSyncQuiet},
 		{"sync-rollout", scenarioSyncRollout},
 		{"sync-heal", scenarioSyncHeal},
+		{"quiet-shared-name", scenarioQuietSharedName},
+		{"upgrade-legacy-placeholders", scenarioUpgradeLegacyPlaceholders},
+		{"honest-events", scenarioHonestEvents},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
 		// faults on the real control plane (scenario_fault_*.go, issue 7)
