@@ -533,6 +533,16 @@ async fn client_ca_requires_a_certificate_from_that_ca() {
 }
 
 /// A good review still gets its patch: the server survived what came before.
+/// The metrics listener's `/metrics` text.
+async fn scrape(srv: &Running) -> String {
+    reqwest::get(format!("http://{}/metrics", srv.metrics_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
+
 async fn assert_healthy(srv: &Running) {
     let c = client(&[&srv.ca], false);
     let resp = post(
@@ -1082,12 +1092,7 @@ async fn idle_connections_are_closed_on_both_ports() {
     ] {
         assert!(closed, "{name} was still open after 10 s");
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", srv.metrics_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&srv).await;
     assert!(
         metrics
             .contains("serverconfig_webhook_refusals_total{listener=\"webhook\",reason=\"idle\"}"),
@@ -1155,12 +1160,7 @@ async fn bodies_past_the_in_flight_budget_get_503_and_the_budget_comes_back() {
     drop(slow);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_healthy(&srv).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", srv.metrics_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&srv).await;
     assert!(metrics.contains("reason=\"inflight_bytes\""), "{metrics}");
     assert!(
         metrics.contains("serverconfig_webhook_inflight_bytes 0"),

@@ -45,14 +45,7 @@ func scenarioFaultClients(ctx context.Context, s *Suite) error {
 	if err := s.apply(ctx, s.teamConfig(ns, scName), NewServer(ns, server, scName, 1, nil)); err != nil {
 		return err
 	}
-	var args []string
-	for _, a := range s.wh.ShippedArgs {
-		if a != "--sync" {
-			args = append(args, a)
-		}
-	}
-	w := s.wh.Replica("serverconfig-webhook-attacks", "serverconfig-webhook-e2e-attacks")
-	w.ShippedArgs = args
+	w := s.wh.replicaWithoutSync("serverconfig-webhook-attacks", "serverconfig-webhook-e2e-attacks")
 	if err := w.Start(); err != nil {
 		return err
 	}

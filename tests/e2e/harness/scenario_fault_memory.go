@@ -147,14 +147,7 @@ func scenarioFaultMemory(ctx context.Context, s *Suite) error {
 		}
 	}()
 
-	var args []string
-	for _, a := range s.wh.ShippedArgs {
-		if a != "--sync" {
-			args = append(args, a)
-		}
-	}
-	w := s.wh.Replica("serverconfig-webhook-memory", "serverconfig-webhook-e2e-memory")
-	w.ShippedArgs = args
+	w := s.wh.replicaWithoutSync("serverconfig-webhook-memory", "serverconfig-webhook-e2e-memory")
 	w.ExtraArgs = []string{"--watch-namespaces=" + strings.Join(watched, ",")}
 	if err := w.Start(); err != nil {
 		return err

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -400,19 +398,11 @@ func (h *hostile) randomNames(ctx context.Context) error {
 		}
 		rb, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		var r struct {
-			Response struct {
-				Allowed bool   `json:"allowed"`
-				Patch   string `json:"patch"`
-				Status  struct {
-					Message string `json:"message"`
-				} `json:"status"`
-			} `json:"response"`
-		}
-		if resp.StatusCode == http.StatusOK && json.Unmarshal(rb, &r) == nil && !r.Response.Allowed && r.Response.Patch == "" &&
-			strings.Contains(r.Response.Status.Message, "does not exist") {
+		// refused: reviewAnswer reports "denied: <message>"
+		if _, err := reviewAnswer(resp.StatusCode, rb, uid, nil); err != nil && strings.HasPrefix(err.Error(), "denied: ") &&
+			strings.Contains(err.Error(), "does not exist") {
 			refused++
-			sample = r.Response.Status.Message
+			sample = strings.TrimPrefix(err.Error(), "denied: ")
 		} else {
 			other++
 		}

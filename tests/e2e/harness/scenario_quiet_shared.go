@@ -329,14 +329,24 @@ func podUIDs(pods []corev1.Pod) []string {
 func (w *Webhook) withoutSync() *Webhook {
 	c := *w
 	c.proc = nil
-	c.ShippedArgs = nil
-	for _, a := range w.ShippedArgs {
+	c.ShippedArgs = withoutSyncArgs(w.ShippedArgs)
+	return &c
+}
+
+// replicaWithoutSync is Replica with the shipped flags minus --sync (a
+// replica that only serves admissions).
+func (w *Webhook) replicaWithoutSync(procName, podName string) *Webhook {
+	r := w.Replica(procName, podName)
+	r.ShippedArgs = withoutSyncArgs(w.ShippedArgs)
+	return r
+}
+
+func withoutSyncArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
 		if a != "--sync" && !strings.HasPrefix(a, "--sync=") {
-			c.ShippedArgs = append(c.ShippedArgs, a)
+			out = append(out, a)
 		}
 	}
-	if len(c.ShippedArgs) == 0 {
-		c.ExtraArgs = append(c.ExtraArgs, "--controller-namespace="+w.Namespace)
-	}
-	return &c
+	return out
 }
