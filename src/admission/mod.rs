@@ -151,8 +151,9 @@ impl Admission {
             }
             Scope::In { kind, server } => (kind, server),
         };
-        // In scope: within the size bounds, and only then a tree.
-        let object = match object.as_ref().map(|o| parse_bounded(o, "object")) {
+        // In scope: within the size bounds, and only then a tree (the raw
+        // text goes as soon as the tree is built).
+        let object = match object.map(|o| parse_bounded(&o, "object")) {
             Some(Ok(v)) => v,
             Some(Err(message)) => return (base.deny(message), "denied"),
             None => {
@@ -164,8 +165,8 @@ impl Admission {
         };
         // The stored object (UPDATE only) keeps immutable fields and the
         // keys a placeholder copied into the template.
-        let old_value = match (operation, old_object.as_ref()) {
-            (Operation::Update, Some(o)) => match parse_bounded(o, "oldObject") {
+        let old_value = match (operation, old_object) {
+            (Operation::Update, Some(o)) => match parse_bounded(&o, "oldObject") {
                 Ok(v) => Some(v),
                 Err(message) => return (base.deny(message), "denied"),
             },

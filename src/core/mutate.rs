@@ -12,7 +12,7 @@ use super::desired::{desired, mounts_without_volume, vct_identity, Desired};
 use super::model::{Server, ServerConfig, SELDON_GROUP};
 use super::names::is_valid_name;
 use super::patch::{at, PatchBuilder, MAX_PATCH_BYTES};
-use super::placeholder::{frozen_keys, is_ours};
+use super::placeholder::{is_ours, is_own_key};
 
 /// Annotation naming the ServerConfig the webhook applied (`<ns>/<name>`).
 pub const SOURCE_ANNOTATION: &str = "serverconfig-webhook/source";
@@ -324,14 +324,23 @@ fn on_missing(
     }
 }
 
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+/// A label or annotation map, borrowed: the object's maps can be large
+/// (annotations up to the API server's 256 KiB, more from a client that is
+/// not the API server), and are never copied to be compared.
+type StrMap<'a> = BTreeMap<&'a str, &'a str>;
+
+fn str_map(v: Option<&Value>) -> StrMap<'_> {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.as_str(), s)))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn borrowed(m: &BTreeMap<String, String>) -> StrMap<'_> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// What to do with the keys the controller copied from the
@@ -357,37 +366,45 @@ enum Copied<'a> {
 /// controller-namespace ServerConfig as [`Copied`] says, and sets every
 /// desired key. `stored` is the stored map on UPDATE of a pod template:
 /// there this tool's own keys are kept at their stored value too.
-fn reconcile_map(
-    current: &BTreeMap<String, String>,
-    wanted: &BTreeMap<String, String>,
-    copied: Copied<'_>,
-    stored: Option<&BTreeMap<String, String>>,
-) -> BTreeMap<String, String> {
+fn reconcile_map<'a>(
+    current: &StrMap<'a>,
+    wanted: &StrMap<'a>,
+    copied: Copied<'a>,
+    stored: Option<&StrMap<'a>>,
+) -> StrMap<'a> {
     let mut out = current.clone();
     match copied {
         Copied::Unknown => {}
         Copied::Drop(keys) => {
             for k in keys.keys() {
-                if !wanted.contains_key(k) && k != LAST_APPLIED_ANNOTATION {
-                    out.remove(k);
+                if !wanted.contains_key(k.as_str()) && k != LAST_APPLIED_ANNOTATION {
+                    out.remove(k.as_str());
                 }
             }
         }
         Copied::Freeze(keys) => {
             for k in keys.keys() {
-                if let Some(v) = stored.and_then(|s| s.get(k)) {
-                    out.insert(k.clone(), v.clone());
+                if let Some((k, v)) = stored.and_then(|s| s.get_key_value(k.as_str())) {
+                    out.insert(k, v);
                 }
             }
         }
     }
-    for (k, v) in stored.into_iter().flat_map(frozen_keys) {
-        if !wanted.contains_key(k) {
-            out.insert(k.clone(), v.clone());
+    for (k, v) in stored.into_iter().flatten() {
+        if is_own_key(k) && !wanted.contains_key(k) {
+            out.insert(k, v);
         }
     }
-    out.extend(wanted.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out.extend(wanted.iter().map(|(k, v)| (*k, *v)));
     out
+}
+
+/// Sets the string map at `path` to `out` unless it already is exactly
+/// that (a missing map counts as empty).
+fn set_map(b: &mut PatchBuilder<'_>, path: &str, out: &StrMap<'_>) {
+    if str_map(at(b.object(), path)) != *out {
+        b.put(path, &json!(out));
+    }
 }
 
 /// How the keys the controller copied from its own namespace's
@@ -472,22 +489,22 @@ fn set_object_metadata(
 ) {
     let object = b.object();
     let labels = reconcile_map(
-        &string_map(at(object, "/metadata/labels")),
-        &want.labels,
+        &str_map(at(object, "/metadata/labels")),
+        &borrowed(&want.labels),
         copied.of(labels_of, false),
         None,
     );
-    b.set("/metadata/labels", json!(labels));
-    let mut wanted = want.annotations.clone();
-    wanted.insert(SOURCE_ANNOTATION.into(), source.to_string());
-    wanted.insert(HASH_ANNOTATION.into(), want.hash.clone());
+    set_map(b, "/metadata/labels", &labels);
+    let mut wanted = borrowed(&want.annotations);
+    wanted.insert(SOURCE_ANNOTATION, source);
+    wanted.insert(HASH_ANNOTATION, &want.hash);
     let annotations = reconcile_map(
-        &string_map(at(object, "/metadata/annotations")),
+        &str_map(at(object, "/metadata/annotations")),
         &wanted,
         copied.of(annotations_of, false),
         None,
     );
-    b.set("/metadata/annotations", json!(annotations));
+    set_map(b, "/metadata/annotations", &annotations);
 }
 
 /// The pod template's labels and annotations (creating the template's
@@ -499,26 +516,26 @@ fn set_template_metadata(
     old_object: Option<&Value>,
 ) {
     let object = b.object();
-    let stored = |path: &str| old_object.map(|o| string_map(at(o, path)));
+    let stored = |path: &str| old_object.map(|o| str_map(at(o, path)));
     let (stored_labels, stored_annotations) =
         (stored(TEMPLATE_LABELS), stored(TEMPLATE_ANNOTATIONS));
     let labels = reconcile_map(
-        &string_map(at(object, TEMPLATE_LABELS)),
-        &want.template_labels,
+        &str_map(at(object, TEMPLATE_LABELS)),
+        &borrowed(&want.template_labels),
         copied.of(labels_of, true),
         stored_labels.as_ref(),
     );
     let annotations = reconcile_map(
-        &string_map(at(object, TEMPLATE_ANNOTATIONS)),
-        &want.template_annotations,
+        &str_map(at(object, TEMPLATE_ANNOTATIONS)),
+        &borrowed(&want.template_annotations),
         copied.of(annotations_of, true),
         stored_annotations.as_ref(),
     );
     match at(object, "/spec/template/metadata") {
         Some(Value::Object(_)) => {
-            b.set(TEMPLATE_LABELS, json!(labels));
+            set_map(b, TEMPLATE_LABELS, &labels);
             if !(annotations.is_empty() && at(object, TEMPLATE_ANNOTATIONS).is_none()) {
-                b.set(TEMPLATE_ANNOTATIONS, json!(annotations));
+                set_map(b, TEMPLATE_ANNOTATIONS, &annotations);
             }
         }
         _ => {

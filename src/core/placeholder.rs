@@ -7,8 +7,6 @@
 //! into every pod template) never change, so they never make the
 //! controller send an Update.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
 use super::model::{ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -104,14 +102,12 @@ pub fn is_ours(config: &ServerConfig) -> bool {
     )
 }
 
-/// Keys of `map` that the webhook keeps at their stored value on UPDATE,
-/// beyond what the controller sends: this tool's own keys (the `used-by`
-/// copy of a legacy placeholder among them), so that no change of a
-/// placeholder's metadata ever changes a pod template.
-pub fn frozen_keys(stored: &BTreeMap<String, String>) -> impl Iterator<Item = (&String, &String)> {
-    stored
-        .iter()
-        .filter(|(k, _)| k.starts_with("serverconfig-webhook/"))
+/// Whether a label or annotation key is this tool's own: in a stored pod
+/// template the webhook keeps such keys at their stored value on UPDATE
+/// (the `used-by` copy of a legacy placeholder among them), so that no
+/// change of a placeholder's metadata ever changes a pod template.
+pub fn is_own_key(key: &str) -> bool {
+    key.starts_with("serverconfig-webhook/")
 }
 
 #[cfg(test)]
