@@ -124,8 +124,11 @@ label_values! {
 label_values! {
     /// Why a connection or request was turned away.
     pub enum Refusal {
-        /// `--max-connections` open already: closed at once.
+        /// `--max-connections` open already, every one busy: closed at once.
         ConnectionCap => "connection_cap",
+        /// At the cap, an open connection that had sent nothing, closed to
+        /// make room for a new one.
+        Evicted => "evicted",
         /// No byte within the first-byte timeout, or idle past the idle timeout.
         Idle => "idle",
         /// Over the budget of request bytes in flight: 503.

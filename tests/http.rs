@@ -1102,27 +1102,48 @@ async fn idle_connections_are_closed_on_both_ports() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_and_good_reviews_go_on() {
+async fn at_the_cap_idle_connections_make_room_and_busy_ones_do_not() {
     let limits = Limits {
         max_connections: 4,
-        first_byte_timeout: Duration::from_millis(800),
+        first_byte_timeout: Duration::from_secs(20),
+        header_timeout: Duration::from_secs(20),
         ..Limits::default()
     };
     let srv = start(limits).await;
-    let mut held = Vec::new();
+    // four connections that send nothing fill the cap
+    let mut idle = Vec::new();
     for _ in 0..4 {
-        held.push(tokio::net::TcpStream::connect(srv.addr).await.expect("tcp"));
+        idle.push(tokio::net::TcpStream::connect(srv.addr).await.expect("tcp"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // a good review still gets through: the oldest idle one makes room
+    assert_healthy(&srv).await;
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(2)).await,
+        "the oldest idle connection was not the one closed"
+    );
+    // four connections that each started a request hold their places
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut s = http1_stream(&srv).await;
+        s.write_all(b"POST /mutate HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("a started request");
+        s.flush().await.expect("flush");
+        busy.push(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut fifth = tokio::net::TcpStream::connect(srv.addr).await.expect("tcp");
     assert!(
-        closed_within(&mut fifth, Duration::from_millis(500)).await,
-        "the fifth connection was kept past the cap of 4"
+        closed_within(&mut fifth, Duration::from_secs(2)).await,
+        "a fifth connection was kept while four busy ones hold the cap"
     );
-    // the held ones time out; then good reviews are answered again
-    for mut h in held {
-        assert!(closed_within(&mut h, Duration::from_secs(10)).await);
-    }
+    let metrics = scrape(&srv).await;
+    assert!(metrics.contains("reason=\"evicted\""), "{metrics}");
+    assert!(metrics.contains("reason=\"connection_cap\""), "{metrics}");
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_healthy(&srv).await;
 }
 

@@ -26,16 +26,21 @@ pub struct Deadline<IO> {
     sleep: Pin<Box<Sleep>>,
     idle: Duration,
     timed_out: Arc<AtomicBool>,
+    /// The connection's slot, told when the first byte arrives (it then
+    /// can no longer be evicted).
+    fresh: Option<Arc<Fresh>>,
 }
 
 impl<IO> Deadline<IO> {
-    /// Wraps `inner`.
-    pub fn new(inner: IO, first_byte: Duration, idle: Duration) -> Self {
+    /// Wraps `inner`; `fresh`, when given, is marked as started at the
+    /// first byte read.
+    pub fn new(inner: IO, first_byte: Duration, idle: Duration, fresh: Option<Arc<Fresh>>) -> Self {
         Deadline {
             inner,
             sleep: Box::pin(tokio::time::sleep(first_byte)),
             idle,
             timed_out: Arc::new(AtomicBool::new(false)),
+            fresh,
         }
     }
 
@@ -94,6 +99,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Deadline<IO> {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.moved();
+                    if let Some(f) = this.fresh.take() {
+                        f.started.store(true, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -137,17 +145,32 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadline<IO> {
     }
 }
 
-/// How many connections one listener keeps open; past it a new connection
-/// is closed at once (and said so in the log, at most every
-/// [`LOG_EVERY`]).
+/// How many connections one listener keeps open. At the cap, the oldest
+/// connection that has not sent its first request byte is closed to make
+/// room (a client that opens connections and sends nothing only crowds out
+/// its own); when every open connection has started a request, the new one
+/// is closed at once. Either is counted, and said so in the log at most
+/// every [`LOG_EVERY`].
 pub struct ConnectionCap {
     listener: Listener,
     slots: Arc<Semaphore>,
     max: usize,
     metrics: Arc<Metrics>,
+    /// Connections that have not sent a request byte, oldest first.
+    fresh: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<Fresh>>>,
     refused_since_log: AtomicU64,
     last_log_ms: AtomicU64,
 }
+
+/// Whether a connection has started a request, and how to close it if not.
+#[derive(Default)]
+pub struct Fresh {
+    started: AtomicBool,
+    evict: tokio::sync::Notify,
+}
+
+/// How long a new connection at the cap waits for the one evicted for it.
+const EVICTION_WAIT: Duration = Duration::from_millis(50);
 
 /// How often the "connection cap reached" line may repeat.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -156,6 +179,20 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     gauge: prometheus_client::metrics::gauge::Gauge<i64, std::sync::atomic::AtomicI64>,
+    fresh: Arc<Fresh>,
+}
+
+impl Slot {
+    /// What the connection's stream marks when the first byte arrives.
+    pub fn fresh(&self) -> Arc<Fresh> {
+        self.fresh.clone()
+    }
+
+    /// Resolves when the cap evicts this connection (it has sent nothing
+    /// and a newer one needs the place).
+    pub async fn evicted(&self) {
+        self.fresh.evict.notified().await;
+    }
 }
 
 impl Drop for Slot {
@@ -172,6 +209,7 @@ impl ConnectionCap {
             slots: Arc::new(Semaphore::new(max)),
             max,
             metrics,
+            fresh: std::sync::Mutex::default(),
             refused_since_log: AtomicU64::new(0),
             last_log_ms: AtomicU64::new(0),
         }
@@ -182,41 +220,81 @@ impl ConnectionCap {
         self.listener
     }
 
-    /// A place for a new connection, or `None` (counted, logged) at the cap.
-    pub fn admit(&self, peer: std::net::SocketAddr) -> Option<Slot> {
-        match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let gauge = self
-                    .metrics
-                    .open_connections
-                    .get_or_create(&ListenerLabels {
-                        listener: self.listener,
-                    })
-                    .clone();
-                gauge.inc();
-                Some(Slot {
-                    _permit: permit,
-                    gauge,
-                })
+    /// A place for a new connection: a free one, else the place of the
+    /// oldest connection that has not started a request; `None` (counted,
+    /// logged) when every open connection has.
+    pub async fn admit(&self, peer: std::net::SocketAddr) -> Option<Slot> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(self.slot(permit));
+        }
+        if self.evict_oldest_fresh() {
+            self.metrics.refusal(self.listener, Refusal::Evicted);
+            if let Ok(Ok(permit)) =
+                tokio::time::timeout(EVICTION_WAIT, self.slots.clone().acquire_owned()).await
+            {
+                return Some(self.slot(permit));
             }
-            Err(_) => {
-                self.metrics.refusal(self.listener, Refusal::ConnectionCap);
-                let refused = self.refused_since_log.fetch_add(1, Ordering::Relaxed) + 1;
-                let now_ms = monotonic_ms();
-                let last = self.last_log_ms.load(Ordering::Relaxed);
-                let every = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
-                if now_ms.saturating_sub(last) >= every
-                    && self
-                        .last_log_ms
-                        .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    self.refused_since_log.store(0, Ordering::Relaxed);
-                    tracing::warn!(listener = self.listener.as_str(), max = self.max, refused, %peer,
-                        "connection cap reached: new connections are closed at once until some close");
-                }
-                None
+        }
+        self.refuse(peer);
+        None
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        let gauge = self
+            .metrics
+            .open_connections
+            .get_or_create(&ListenerLabels {
+                listener: self.listener,
+            })
+            .clone();
+        gauge.inc();
+        let fresh = Arc::new(Fresh::default());
+        let mut queue = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= 2 * self.max {
+            queue.retain(|w| {
+                w.upgrade()
+                    .is_some_and(|f| !f.started.load(Ordering::Relaxed))
+            });
+        }
+        queue.push_back(Arc::downgrade(&fresh));
+        Slot {
+            _permit: permit,
+            gauge,
+            fresh,
+        }
+    }
+
+    /// Tells the oldest open connection without a request byte to close;
+    /// whether there was one.
+    fn evict_oldest_fresh(&self) -> bool {
+        let mut queue = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(weak) = queue.pop_front() {
+            if let Some(f) = weak
+                .upgrade()
+                .filter(|f| !f.started.load(Ordering::Relaxed))
+            {
+                f.evict.notify_one();
+                return true;
             }
+        }
+        false
+    }
+
+    fn refuse(&self, peer: std::net::SocketAddr) {
+        self.metrics.refusal(self.listener, Refusal::ConnectionCap);
+        let refused = self.refused_since_log.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = monotonic_ms();
+        let last = self.last_log_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(last) >= every
+            && self
+                .last_log_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.refused_since_log.store(0, Ordering::Relaxed);
+            tracing::warn!(listener = self.listener.as_str(), max = self.max, refused, %peer,
+                "connection cap reached and every open connection is busy: new connections are closed at once");
         }
     }
 }
@@ -240,7 +318,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_stream_times_out_at_the_first_byte_deadline() {
         let (a, _b) = tokio::io::duplex(64);
-        let mut d = Deadline::new(a, Duration::from_secs(5), Duration::from_secs(60));
+        let mut d = Deadline::new(a, Duration::from_secs(5), Duration::from_secs(60), None);
         let mut buf = [0u8; 1];
         let err = d.read(&mut buf).await.expect_err("times out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -250,10 +328,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bytes_move_the_deadline_to_the_idle_timeout() {
         let (a, mut b) = tokio::io::duplex(64);
-        let mut d = Deadline::new(a, Duration::from_secs(5), Duration::from_secs(60));
+        let fresh = Arc::new(Fresh::default());
+        let mut d = Deadline::new(
+            a,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            Some(fresh.clone()),
+        );
         b.write_all(b"x").await.expect("write");
         let mut buf = [0u8; 1];
         d.read_exact(&mut buf).await.expect("a byte");
+        assert!(
+            fresh.started.load(Ordering::Relaxed),
+            "the first byte starts it"
+        );
         // past the first-byte deadline, well inside the idle one
         tokio::time::advance(Duration::from_secs(30)).await;
         b.write_all(b"y").await.expect("write");
@@ -262,16 +350,29 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
-    #[test]
-    fn the_cap_refuses_past_its_size_and_frees_on_drop() {
+    #[tokio::test]
+    async fn at_the_cap_an_idle_connection_makes_room_and_a_busy_one_does_not() {
         let cap = ConnectionCap::new(Listener::Webhook, 2, Arc::new(Metrics::new()));
         let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
-        let a = cap.admit(peer);
-        let b = cap.admit(peer);
-        assert!(a.is_some() && b.is_some());
-        assert!(cap.admit(peer).is_none(), "third refused");
-        drop(a);
-        assert!(cap.admit(peer).is_some(), "a place freed");
-        assert!(cap.metrics.encode().contains("reason=\"connection_cap\""));
+        let busy = cap.admit(peer).await.expect("a place");
+        busy.fresh().started.store(true, Ordering::Relaxed);
+        let idle = cap.admit(peer).await.expect("a place");
+        // the idle one is told to go; its task drops its slot
+        let evicted = tokio::spawn(async move {
+            idle.evicted().await;
+            drop(idle);
+        });
+        let third = cap.admit(peer).await;
+        assert!(third.is_some(), "the idle connection made room");
+        evicted.await.expect("evicted");
+        third
+            .as_ref()
+            .map(|t| t.fresh().started.store(true, Ordering::Relaxed));
+        assert!(cap.admit(peer).await.is_none(), "both busy: refused");
+        drop(busy);
+        assert!(cap.admit(peer).await.is_some(), "a place freed");
+        let text = cap.metrics.encode();
+        assert!(text.contains("reason=\"connection_cap\""), "{text}");
+        assert!(text.contains("reason=\"evicted\""), "{text}");
     }
 }

@@ -399,14 +399,19 @@ impl Acceptor {
                             continue;
                         }
                     };
-                    let Some(slot) = this.cap.admit(peer) else {
+                    let Some(slot) = this.cap.admit(peer).await else {
                         drop(tcp);
                         continue;
                     };
                     let watcher = graceful.watcher();
                     let (this, builder) = (this.clone(), builder.clone());
                     tokio::spawn(async move {
-                        this.connection(tcp, peer, &builder, watcher).await;
+                        tokio::select! {
+                            () = this.connection(tcp, peer, &builder, watcher, slot.fresh()) => {}
+                            () = slot.evicted() => {
+                                tracing::debug!(%peer, "connection closed: it had sent nothing and the cap needed its place");
+                            }
+                        }
                         drop(slot);
                     });
                 }
@@ -430,13 +435,14 @@ impl Acceptor {
         peer: SocketAddr,
         builder: &auto::Builder<TokioExecutor>,
         watcher: hyper_util::server::graceful::Watcher,
+        fresh: Arc<conn::Fresh>,
     ) {
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(self.router.clone());
         let (first, idle) = (self.limits.first_byte_timeout, self.limits.idle_timeout);
         let (result, timed_out) = match &self.tls {
             None => {
-                let io = Deadline::new(tcp, first, idle);
+                let io = Deadline::new(tcp, first, idle, Some(fresh));
                 let timed_out = io.timed_out();
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 (watcher.watch(conn).await, timed_out)
@@ -445,7 +451,7 @@ impl Acceptor {
                 let Some(tls) = self.handshake(acceptor, tcp, peer).await else {
                     return;
                 };
-                let io = Deadline::new(tls, first, idle);
+                let io = Deadline::new(tls, first, idle, Some(fresh));
                 let timed_out = io.timed_out();
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 (watcher.watch(conn).await, timed_out)
