@@ -365,9 +365,9 @@ mod tests {
         let third = cap.admit(peer).await;
         assert!(third.is_some(), "the idle connection made room");
         evicted.await.expect("evicted");
-        third
-            .as_ref()
-            .map(|t| t.fresh().started.store(true, Ordering::Relaxed));
+        if let Some(t) = &third {
+            t.fresh().started.store(true, Ordering::Relaxed);
+        }
         assert!(cap.admit(peer).await.is_none(), "both busy: refused");
         drop(busy);
         assert!(cap.admit(peer).await.is_some(), "a place freed");
