@@ -887,3 +887,57 @@ fn the_patch_writes_only_the_fields_that_differ() {
         );
     }
 }
+
+#[test]
+fn a_deployment_mounting_what_only_claim_templates_provide_is_warned_about() {
+    let srv = server(APP, "mlserver", "mlserver-config", json!({}));
+    let s = settings(OnMissing::Auto);
+    let ph = placeholder(CTL, "mlserver-config", &[]);
+    let mut dep = controller_statefulset(&srv, &ph);
+    dep["kind"] = json!("Deployment");
+    for field in ["serviceName", "volumeClaimTemplates", "podManagementPolicy"] {
+        dep["spec"].as_object_mut().expect("spec").remove(field);
+    }
+    let warnings = |team: &Value| -> Vec<String> {
+        let server = Server::from_value(&srv).expect("server");
+        let team = ServerConfig::from_value(team).expect("team");
+        let inputs = Inputs {
+            server: Some(&server),
+            config: Some(&team),
+            ..Inputs::default()
+        };
+        match decide(
+            Operation::Create,
+            WorkloadKind::Deployment,
+            APP,
+            &dep,
+            inputs,
+            &s,
+        ) {
+            Decision::Patched { warnings, .. } | Decision::Unchanged { warnings, .. } => warnings,
+            Decision::Denied { message } => panic!("denied: {message}"),
+        }
+    };
+    // the released mlserver config: its containers mount mlserver-models,
+    // which only its claim template provides
+    let released = real_server_config("mlserver", APP, "mlserver-config", team_image);
+    let got = warnings(&released);
+    assert!(
+        got.iter()
+            .any(|w| w.contains("mounts volume \"mlserver-models\"")
+                && w.contains("defines only as a volumeClaimTemplate")),
+        "{got:?}"
+    );
+    // a mount of a volume defined nowhere
+    let mut undefined = released.clone();
+    undefined["spec"]["volumeClaimTemplates"] = json!([]);
+    let got = warnings(&undefined);
+    assert!(got.iter().any(|w| w.contains("does not define")), "{got:?}");
+    // with the volume defined: no such warning
+    let mut fixed = undefined;
+    if let Some(v) = fixed["spec"]["podSpec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": "mlserver-models", "emptyDir": {}}));
+    }
+    let got = warnings(&fixed);
+    assert!(!got.iter().any(|w| w.contains("mounts volume")), "{got:?}");
+}

@@ -202,8 +202,12 @@ fn plan_action_depends_on_what_the_target_holds() {
     let identical = stored(moved(&src, CTL), "u-other");
     let mut different = identical.clone();
     different["spec"]["replicas"] = json!(5);
-    let mut placeholder_sc = stored(placeholder(CTL, "mlserver-config", &["agent"]), "u-ph");
-    placeholder_sc["metadata"]["annotations"] = json!({"serverconfig-webhook/placeholder": "true"});
+    let placeholder_sc = stored(placeholder(CTL, "mlserver-config", &[]), "u-ph");
+    let legacy_placeholder = stored(placeholder(CTL, "mlserver-config", &["agent"]), "u-lph");
+    // labelled, but the platform put its images in: adopted, not a placeholder
+    let mut adopted = placeholder_sc.clone();
+    adopted["spec"]["podSpec"]["containers"] =
+        json!([{"name": "agent", "image": "platform/agent:1"}]);
     let sc = stored(team_config(APP), "u-sc");
     let mut sc_target_different = stored(moved(&sc, CTL), "u-t");
     sc_target_different["spec"]["podSpec"]["containers"][0]["image"] = json!("other:1");
@@ -241,6 +245,22 @@ fn plan_action_depends_on_what_the_target_holds() {
             false,
             Action::ReplacePlaceholder,
             false,
+        ),
+        (
+            "placeholder of an earlier release",
+            sc.clone(),
+            Some(legacy_placeholder),
+            false,
+            Action::ReplacePlaceholder,
+            false,
+        ),
+        (
+            "adopted placeholder",
+            sc.clone(),
+            Some(adopted),
+            false,
+            Action::Refuse,
+            true,
         ),
         (
             "real config differs",

@@ -681,13 +681,24 @@ fn desired_warnings(want: &Desired, source: &str) -> Vec<String> {
 }
 
 /// Warnings about a Deployment built from the ServerConfig: volume mounts
-/// only claim templates could satisfy, which a Deployment does not have.
+/// without a volume, which the API server refuses for a Deployment (it has
+/// no claim templates to provide them).
 fn deployment_warnings(want: &Desired, source: &str) -> Vec<String> {
+    let claims: BTreeSet<&str> = want
+        .volume_claim_templates
+        .iter()
+        .filter_map(|v| v.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
     mounts_without_volume(&want.pod_spec)
         .into_iter()
         .map(|(container, volume)| {
+            let defined = if claims.contains(volume.as_str()) {
+                "defines only as a volumeClaimTemplate; a Deployment has none"
+            } else {
+                "does not define"
+            };
             format!(
-                "serverconfig-webhook: container {container:?} mounts volume {volume:?}, which ServerConfig {source} defines only as a volumeClaimTemplate; a Deployment has none, so the API server refuses it: add {volume:?} to spec.podSpec.volumes (an emptyDir, or a persistentVolumeClaim)"
+                "serverconfig-webhook: container {container:?} mounts volume {volume:?}, which ServerConfig {source} {defined}, so the API server refuses it: add {volume:?} to spec.podSpec.volumes (an emptyDir, or a persistentVolumeClaim)"
             )
         })
         .collect()

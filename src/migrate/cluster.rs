@@ -418,7 +418,7 @@ enum Written {
 
 /// Replaces `current` with `with`, `current`'s resourceVersion as the
 /// precondition. A placeholder the sync loop changed meanwhile (409: it
-/// keeps its `used-by` annotation current) is re-read and replaced once
+/// rewrites one of an earlier release's shape) is re-read and replaced once
 /// more if it is still a placeholder; an object gone meanwhile (404) is created.
 async fn replace_exact(
     client: &Client,

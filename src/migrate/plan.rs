@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::core::model::ServerConfig;
+use crate::core::placeholder::is_ours;
 
 /// The `mlops.seldon.io/v1alpha1` kinds `migrate` moves, in dependency order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -184,18 +185,14 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-/// Whether the object is a ServerConfig placeholder made by the sync loop
-/// (label `app.kubernetes.io/managed-by: serverconfig-webhook`): `migrate`
-/// replaces it without `--force`, since the real one is what it stands for.
+/// Whether the object is a ServerConfig placeholder the sync loop still
+/// owns (`core::placeholder`: its exact content, current or of an earlier
+/// release): `migrate` replaces it without `--force`, since the real one is
+/// what it stands for. A labelled ServerConfig somebody changed (adopted)
+/// is theirs, and is not replaced without `--force`.
 pub fn is_placeholder(obj: &Value) -> bool {
     Kind::of(obj) == Some(Kind::ServerConfig)
-        && obj
-            .pointer(&format!(
-                "/metadata/labels/{}",
-                MANAGED_BY_LABEL.replace('/', "~1")
-            ))
-            .and_then(Value::as_str)
-            == Some(MANAGED_BY_VALUE)
+        && ServerConfig::from_value(obj).is_ok_and(|c| is_ours(&c))
 }
 
 /// What happens to one object.
