@@ -40,11 +40,21 @@ func celEval(expr string, vars map[string]any) (any, error) {
 }
 
 func serverConfig(labels map[string]any) map[string]any {
+	return serverConfigWith(labels, "")
+}
+
+// serverConfigWith is a ServerConfig whose spec names image (none: empty).
+func serverConfigWith(labels map[string]any, image string) map[string]any {
 	meta := map[string]any{"name": "mlserver", "namespace": ctlNS}
 	if labels != nil {
 		meta["labels"] = labels
 	}
-	return map[string]any{"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "ServerConfig", "metadata": meta}
+	containers := []any{}
+	if image != "" {
+		containers = append(containers, map[string]any{"name": "agent", "image": image})
+	}
+	spec := map[string]any{"podSpec": map[string]any{"containers": containers}, "volumeClaimTemplates": []any{}}
+	return map[string]any{"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "ServerConfig", "metadata": meta, "spec": spec}
 }
 
 // checkGuard: the ValidatingAdmissionPolicy is bound, matches only the
@@ -71,7 +81,9 @@ func checkGuard(mode string, objs []Obj) {
 		return map[string]any{"operation": op, "namespace": ctlNS, "name": "mlserver",
 			"userInfo": map[string]any{"username": user}}
 	}
-	// matchConditions: the webhook's ServiceAccount only.
+	// matchConditions: the webhook's ServiceAccount, and others only on an
+	// UPDATE of a labelled ServerConfig (the table below); CREATE of others
+	// is never matched.
 	for _, mc := range list(get(vap, "spec", "matchConditions")) {
 		for user, want := range map[string]bool{saUser: true,
 			"system:serviceaccount:seldon-system:seldon-v2-controller-manager": false, "kubernetes-admin": false} {
@@ -86,25 +98,49 @@ func checkGuard(mode string, objs []Obj) {
 	}
 	owned := map[string]any{"app.kubernetes.io/managed-by": "serverconfig-webhook"}
 	other := map[string]any{"app.kubernetes.io/managed-by": "Helm"}
+	const admin = "kubernetes-admin"
 	cases := []struct {
+		user     string
 		op       string
 		old, obj map[string]any
 		allow    bool
 	}{
-		{"CREATE", nil, serverConfig(owned), true},
-		{"CREATE", nil, serverConfig(nil), false},
-		{"CREATE", nil, serverConfig(other), false},
-		{"UPDATE", serverConfig(owned), serverConfig(owned), true},
-		{"UPDATE", serverConfig(nil), serverConfig(owned), false}, // adopting by labelling
-		{"UPDATE", serverConfig(other), serverConfig(owned), false},
-		{"UPDATE", serverConfig(owned), serverConfig(nil), false},
-		{"UPDATE", serverConfig(nil), serverConfig(nil), false},
-		{"DELETE", serverConfig(owned), nil, true},
-		{"DELETE", serverConfig(nil), nil, false},
-		{"DELETE", serverConfig(other), nil, false},
+		{saUser, "CREATE", nil, serverConfig(owned), true},
+		{saUser, "CREATE", nil, serverConfig(nil), false},
+		{saUser, "CREATE", nil, serverConfig(other), false},
+		{saUser, "UPDATE", serverConfig(owned), serverConfig(owned), true},
+		{saUser, "UPDATE", serverConfig(nil), serverConfig(owned), false}, // adopting by labelling
+		{saUser, "UPDATE", serverConfig(other), serverConfig(owned), false},
+		{saUser, "UPDATE", serverConfig(owned), serverConfig(nil), false},
+		{saUser, "UPDATE", serverConfig(nil), serverConfig(nil), false},
+		{saUser, "DELETE", serverConfig(owned), nil, true},
+		{saUser, "DELETE", serverConfig(nil), nil, false},
+		{saUser, "DELETE", serverConfig(other), nil, false},
+		// others: a placeholder may not keep the label while its spec changes
+		{admin, "UPDATE", serverConfig(owned), serverConfigWith(owned, "platform/agent:1"), false},
+		{admin, "UPDATE", serverConfig(owned), serverConfigWith(nil, "platform/agent:1"), true},
+		{admin, "UPDATE", serverConfig(owned), serverConfigWith(other, "platform/agent:1"), true},
+		{admin, "UPDATE", serverConfig(owned), serverConfig(owned), true}, // metadata only
+		{admin, "UPDATE", serverConfig(nil), serverConfigWith(owned, "platform/agent:1"), true},
+		{admin, "CREATE", nil, serverConfig(owned), true},
+		{admin, "DELETE", serverConfig(owned), nil, true},
 	}
 	for _, c := range cases {
-		vars := map[string]any{"object": nilIfEmpty(c.obj), "oldObject": nilIfEmpty(c.old), "request": req(c.op, saUser)}
+		vars := map[string]any{"object": nilIfEmpty(c.obj), "oldObject": nilIfEmpty(c.old), "request": req(c.op, c.user)}
+		matched := true
+		for _, mc := range list(get(vap, "spec", "matchConditions")) {
+			got, err := celEval(str(get(mc, "expression")), copyVars(vars, nil))
+			if err != nil {
+				p = append(p, fmt.Sprintf("matchCondition %s: %v", str(get(mc, "name")), err))
+			}
+			matched = matched && got == true
+		}
+		if !matched {
+			if !c.allow {
+				p = append(p, fmt.Sprintf("%s by %s not matched, want denied", c.op, c.user))
+			}
+			continue
+		}
 		computed := map[string]any{}
 		for _, v := range list(get(vap, "spec", "variables")) {
 			val, err := celEval(str(get(v, "expression")), copyVars(vars, computed))
@@ -133,7 +169,7 @@ func checkGuard(mode string, objs []Obj) {
 			}
 		}
 		if allowed != c.allow {
-			p = append(p, fmt.Sprintf("%s old=%v new=%v: allowed=%v, want %v", c.op,
+			p = append(p, fmt.Sprintf("%s by %s old=%v new=%v: allowed=%v, want %v", c.op, c.user,
 				get(c.old, "metadata", "labels"), get(c.obj, "metadata", "labels"), allowed, c.allow))
 		}
 	}

@@ -75,7 +75,7 @@ func scenarioDeployGuard(ctx context.Context, s *Suite) error {
 		}
 		return o
 	}
-	for _, n := range []string{"guard-unlabelled", "guard-labelled", "guard-team"} {
+	for _, n := range []string{"guard-unlabelled", "guard-labelled", "guard-team", "guard-squat"} {
 		_ = admSC.Namespace(controllerNS).Delete(ctx, n, metav1.DeleteOptions{})
 	}
 	denied := func(err error, op string) (bool, string) {
@@ -143,6 +143,33 @@ func scenarioDeployGuard(ctx context.Context, s *Suite) error {
 	// 6. the admin is not matched by the policy
 	err = admSC.Namespace(controllerNS).Delete(ctx, "guard-team", metav1.DeleteOptions{})
 	s.r.Check(checkName(sc, "admin-unaffected"), err == nil, "admin deletes the unlabelled one: %v", err)
+
+	// 6b. the platform turning a placeholder into its own config while
+	// keeping the label (as `kubectl apply` over one would): refused;
+	// dropping the label in the same change: allowed
+	if _, err := saSC.Namespace(controllerNS).Create(ctx, mk("guard-squat", controllerNS, true), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("the ServiceAccount's labelled create: %w", err)
+	}
+	platformImage := "harbor.test/platform/agent:9"
+	withImage := func(o *unstructured.Unstructured) {
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "podSpec", "containers")
+		if len(cs) > 0 {
+			if c, ok := cs[0].(map[string]any); ok {
+				c["image"] = platformImage
+			}
+		}
+		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "podSpec", "containers")
+	}
+	err = updateAs(ctx, admSC.Namespace(controllerNS), "guard-squat", withImage)
+	keptLabel := err != nil && apierrors.IsForbidden(err) && strings.Contains(err.Error(), "is a placeholder kept by serverconfig-webhook") &&
+		strings.Contains(err.Error(), "remove that label")
+	s.r.Check(checkName(sc, "keep-label-change-spec-denied"), keptLabel, "admin update keeping the label: %v", err)
+	err = updateAs(ctx, admSC.Namespace(controllerNS), "guard-squat", func(o *unstructured.Unstructured) {
+		withImage(o)
+		o.SetLabels(nil)
+	})
+	s.r.Check(checkName(sc, "drop-label-change-spec-allowed"), err == nil, "admin update dropping the label: %v", err)
+	_ = admSC.Namespace(controllerNS).Delete(ctx, "guard-squat", metav1.DeleteOptions{})
 
 	// 7. the webhook's own sync loop (serve --sync, as shipped) works under
 	// the policy: it creates a placeholder for a name a team uses and
