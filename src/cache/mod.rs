@@ -68,10 +68,8 @@ const PARSED_SERVERS: usize = 512;
 const PARSED_CONFIGS: usize = 16;
 /// Objects per page of a watch's list: kube's client decodes a page three
 /// times over (text, a buffered tree, `DynamicObject`s) before it is
-/// compacted, so the page size sets the list's peak memory. At 1,000
-/// namespaces 10 instead of 20 took serve's peak RSS from 29-31 to 26-27
-/// MiB for about 1 s more to sync (11 s); 20 instead of 100 had taken it
-/// from 77 to 61 MiB (BENCHMARKS.md).
+/// compacted, so the page size sets the list's peak memory (the figures
+/// that chose 10: docs/history.md).
 const LIST_PAGE_SIZE: u32 = 10;
 
 /// One kind's stores (one per watched namespace, or one for all) plus a

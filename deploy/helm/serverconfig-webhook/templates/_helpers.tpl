@@ -20,7 +20,7 @@
 {{/*
 Labels of every object. No `app.kubernetes.io/managed-by`: in this project that
 label marks objects the webhook itself OWNS (placeholder ServerConfigs, its
-Lease) and the placeholder guard keys on it; see README.md.
+Lease) and the placeholder guard keys on it; see docs/reference.md.
 */}}
 {{- define "scw.labels" -}}
 {{ include "scw.selectorLabels" . }}
