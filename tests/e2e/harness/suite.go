@@ -194,6 +194,7 @@ func AllScenarios() []Scenario {
 		{"quiet-shared-name", scenarioQuietSharedName},
 		{"upgrade-legacy-placeholders", scenarioUpgradeLegacyPlaceholders},
 		{"honest-events", scenarioHonestEvents},
+		{"shared-config-cost", scenarioSharedConfigCost},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
 		// faults on the real control plane (scenario_fault_*.go, issue 7)
