@@ -92,11 +92,11 @@ pub fn check_json(text: &str, limits: Limits) -> Result<(), BoundsError> {
 
 /// Checks a parsed value (a Server's or a ServerConfig's pod spec).
 pub fn check_value(value: &Value, limits: Limits) -> Result<(), BoundsError> {
-    fn walk(
-        v: &Value,
+    fn walk<'a>(
+        v: &'a Value,
         limits: Limits,
         values: &mut usize,
-        path: &mut Vec<Segment>,
+        path: &mut Vec<Segment<'a>>,
     ) -> Result<(), BoundsError> {
         *values += 1;
         if *values > limits.values {
@@ -117,7 +117,7 @@ pub fn check_value(value: &Value, limits: Limits) -> Result<(), BoundsError> {
             }
             Value::Object(m) => {
                 for (k, e) in m {
-                    path.push(Segment::Key(k.clone()));
+                    path.push(Segment::Key(std::borrow::Cow::Borrowed(k)));
                     walk(e, limits, values, path)?;
                     path.pop();
                 }
@@ -129,14 +129,15 @@ pub fn check_value(value: &Value, limits: Limits) -> Result<(), BoundsError> {
     walk(value, limits, &mut 0, &mut Vec::new())
 }
 
-/// One step of the path to a list, for the message.
+/// One step of the path to a list, for the message (keys borrowed from the
+/// text where they have no escapes, so the scan allocates nothing).
 #[derive(Clone, Debug)]
-enum Segment {
-    Key(String),
+enum Segment<'a> {
+    Key(std::borrow::Cow<'a, str>),
     Index(usize),
 }
 
-fn long_list(path: &[Segment], limits: Limits) -> BoundsError {
+fn long_list(path: &[Segment<'_>], limits: Limits) -> BoundsError {
     BoundsError::LongList {
         path: render_path(path),
         limit: limits.list_entries,
@@ -144,7 +145,7 @@ fn long_list(path: &[Segment], limits: Limits) -> BoundsError {
 }
 
 /// `spec.template.spec.containers[1].args`; empty for the root.
-fn render_path(path: &[Segment]) -> String {
+fn render_path(path: &[Segment<'_>]) -> String {
     let mut out = String::new();
     for s in path {
         match s {
@@ -161,15 +162,15 @@ fn render_path(path: &[Segment]) -> String {
 }
 
 /// The streaming scan: a serde visitor that counts instead of building.
-struct Scan {
+struct Scan<'a> {
     limits: Limits,
     values: usize,
-    path: Vec<Segment>,
+    path: Vec<Segment<'a>>,
     /// The limit that stopped the scan (serde errors carry only text).
     error: Option<BoundsError>,
 }
 
-impl Scan {
+impl Scan<'_> {
     fn count<E: serde::de::Error>(&mut self) -> Result<(), E> {
         self.values += 1;
         if self.values > self.limits.values {
@@ -187,14 +188,14 @@ impl Scan {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for &mut Scan {
+impl<'de> DeserializeSeed<'de> for &mut Scan<'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for &mut Scan {
+impl<'de> Visitor<'de> for &mut Scan<'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -244,12 +245,38 @@ impl<'de> Visitor<'de> for &mut Scan {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.count()?;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            self.path.push(Segment::Key(key.into_owned()));
+        while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+            self.path.push(Segment::Key(key.0));
             map.next_value_seed(&mut *self)?;
             self.path.pop();
         }
         Ok(())
+    }
+}
+
+/// A map key, borrowed from the text when it has no escapes (serde's
+/// `Cow<str>` always copies).
+struct BorrowedKey<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
