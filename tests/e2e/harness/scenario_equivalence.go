@@ -120,7 +120,11 @@ func (s *Suite) equivCase(ctx context.Context, c equivCase, dir, name string) er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	files := map[string]any{"statefulset.yaml": sent, "server.yaml": srvObj.Object, "serverconfig.yaml": scObj.Object}
+	// as a manifest: the stand-in, like the stock controller, builds its
+	// object without TypeMeta (the client puts apiVersion/kind on the wire)
+	manifest := sent.DeepCopy()
+	manifest.APIVersion, manifest.Kind = "apps/v1", "StatefulSet"
+	files := map[string]any{"statefulset.yaml": manifest, "server.yaml": srvObj.Object, "serverconfig.yaml": scObj.Object}
 	for f, o := range files {
 		b, err := yaml.Marshal(o)
 		if err != nil {

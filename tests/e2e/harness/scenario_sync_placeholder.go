@@ -40,8 +40,14 @@ func scenarioSyncStandIn(ctx context.Context, s *Suite) error {
 		return nil
 	})
 	s.r.Check("sync-standin/not-found-reported", err == nil, "%q %v", c.NotFoundMessage(ns, server), err)
-	msg, err := s.waitServerEvent(ctx, ns, server, "StandInStatefulSetNotReady", 10*time.Second)
-	s.r.Check("sync-standin/not-found-event", err == nil && strings.Contains(msg, "not found"), "%q %v", msg, err)
+	// as the stock controller: the Server's StatefulSetReady condition False
+	// with the lookup's error (in its reason), and no Event
+	want := fmt.Sprintf("serverconfigs.mlops.seldon.io %q not found", scName)
+	cond, err := s.waitServerCondition(ctx, ns, server, Mode291.ConditionType(), "False",
+		func(c serverCondition) bool { return c.Reason == want }, 10*time.Second)
+	evs, eerr := s.controllerEvents(ctx, ns, server)
+	s.r.Check("sync-standin/not-found-condition", err == nil && eerr == nil && len(evs) == 0,
+		"%s=%s reason %q (want %q); Events not by the webhook: %q %v %v", cond.Type, cond.Status, cond.Reason, want, evs, err, eerr)
 	time.Sleep(3 * time.Second)
 	_, gerr := s.cp.GetSTS(ctx, ns, server)
 	s.r.Check("sync-standin/nothing-built", apierrors.IsNotFound(gerr) && c.Creates.Load() == 0,

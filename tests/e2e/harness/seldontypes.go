@@ -10,8 +10,9 @@ import (
 
 // Just enough of Seldon's mlops.seldon.io/v1alpha1 Server and ServerConfig
 // for the stand-in controller (the fields the 2.9.1 controller reads when
-// it builds a StatefulSet). Decoded from the API server's unstructured
-// objects; unknown fields are ignored.
+// it builds a StatefulSet, and 2.10.2's additions for Deployments: the
+// scaling bounds it validates and deploymentStrategy). Decoded from the API
+// server's unstructured objects; unknown fields are ignored.
 
 type Server struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -25,9 +26,17 @@ type ServerSpec struct {
 	Capabilities      []string        `json:"capabilities,omitempty"`
 	PodSpec           *corev1.PodSpec `json:"podSpec,omitempty"`
 	Replicas          *int32          `json:"replicas,omitempty"`
+	MinReplicas       *int32          `json:"minReplicas,omitempty"`
+	MaxReplicas       *int32          `json:"maxReplicas,omitempty"`
 	DisableAutoUpdate bool            `json:"disableAutoUpdate,omitempty"`
 
 	StatefulSetPersistentVolumeClaimRetentionPolicy *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy `json:"statefulSetPersistentVolumeClaimRetentionPolicy,omitempty"`
+
+	// DeploymentStrategy is 2.10's (a value, as in Seldon's type: {} when
+	// unset). The 2.9.1 Server CRD the suite installs does not declare it,
+	// so the API server prunes it from stored Servers; see
+	// StandIn.SetDeploymentStrategy.
+	DeploymentStrategy appsv1.DeploymentStrategy `json:"deploymentStrategy,omitempty"`
 }
 
 type ServerConfig struct {

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/banzaicloud/k8s-objectmatcher/patch"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,33 +17,30 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
-// StandInController is the STAND-IN for the stock Seldon 2.9.1 Server
-// controller running as a controller (the stock one cannot be built here:
-// the Go module proxy refuses github.com/seldonio/seldon-core modules). It
-// behaves like the stock controller where the sync loop matters
-// (shared/docs/seldon-controller-behaviour.md sections 1, 5, 6):
+// StandInController is the STAND-IN for the stock Seldon Server controller
+// running as a controller (the stock one cannot be built here: the Go
+// module proxy refuses github.com/seldonio/seldon-core modules). Around a
+// StandIn (one reconcile as Seldon's; its Mode picks 2.9.1 or 2.10.2,
+// StatefulSets or Deployments) it has what controller-runtime gives the
+// stock one (SetupWithManager):
 //
-//   - it reconciles a Server when the Server changes, when its StatefulSet
-//     changes (Owns), and when a ServerConfig named X changes in ANY
-//     namespace (every Server whose spec.serverConfig is X and whose
-//     disableAutoUpdate is false);
-//   - it reads the ServerConfig from the controller namespace only (the
-//     defect); when there is none it builds nothing and reports the
-//     not-found (an Event on the Server, where the stock controller sets the
-//     StatefulSetReady=False condition), and retries with backoff;
-//   - it compares its desired object with the stored one with the REAL
-//     github.com/banzaicloud/k8s-objectmatcher v1.8.0 patch maker, configured
-//     as the stock controller does (annotation seldon.io/last-applied,
-//     K8sStrategicMergePatcher, BaseJSONMergePatcher, IgnoreStatusFields,
-//     IgnoreField kind/apiVersion/metadata,
-//     IgnoreVolumeClaimTemplateTypeMetaAndStatus, volumeMode blanked) and
-//     sends a full Update only when that finds a difference. Updates are
-//     counted.
+//   - For(Server), Owns(StatefulSet) -- Owns(Deployment) in 2.10.2's
+//     Deployment mode -- and Owns(Service): a change of a Server, or of an
+//     object it controls, reconciles that Server;
+//   - Watches(ServerConfig): a ServerConfig named X changing in ANY
+//     namespace reconciles every Server whose spec.serverConfig is X and
+//     whose disableAutoUpdate is false;
+//   - a work queue with controller-runtime's default rate limiter
+//     (workqueue.DefaultTypedControllerRateLimiter: 5 ms doubling to
+//     1000 s per item, 10 qps overall): an error requeues with backoff, a
+//     terminal one (2.10.2's invalid scaling spec) does not.
 //
-// It manages only Servers in the namespaces it is given, so it never
-// competes with the scenarios that drive StandIn.Reconcile by hand.
+// Its Updates are decided by the real objectmatcher (standin_compare.go)
+// and counted. It manages only Servers in the namespaces it is given, so
+// it never competes with the scenarios that drive StandIn.Reconcile by hand.
 type StandInController struct {
 	s          *Suite
+	si         *StandIn
 	namespaces map[string]bool
 	q          workqueue.TypedRateLimitingInterface[string]
 	servers    cache.Store
@@ -61,58 +55,24 @@ type StandInController struct {
 	once      sync.Once
 }
 
-var lastApplied = patch.NewAnnotator(lastAppliedAnnotation)
-
-var standinPatchMaker = patch.NewPatchMaker(lastApplied, &patch.K8sStrategicMergePatcher{}, &patch.BaseJSONMergePatcher{})
-
-// ignoreVolumeMode blanks volumeClaimTemplates[*].spec.volumeMode on both
-// sides (the API server defaults it; the stock controller's option).
-func ignoreVolumeMode() patch.CalculateOption {
-	strip := func(b []byte) ([]byte, error) {
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, err
-		}
-		vcts, _, _ := unstructured.NestedSlice(m, "spec", "volumeClaimTemplates")
-		for i, v := range vcts {
-			if vm, ok := v.(map[string]any); ok {
-				if sp, ok := vm["spec"].(map[string]any); ok {
-					delete(sp, "volumeMode")
-				}
-				vcts[i] = vm
-			}
-		}
-		if len(vcts) > 0 {
-			_ = unstructured.SetNestedSlice(m, vcts, "spec", "volumeClaimTemplates")
-		}
-		return json.Marshal(m)
-	}
-	return func(cur, mod []byte) ([]byte, []byte, error) {
-		c, err := strip(cur)
-		if err != nil {
-			return nil, nil, err
-		}
-		m, err := strip(mod)
-		return c, m, err
-	}
-}
-
-var standinCalculateOptions = []patch.CalculateOption{
-	patch.IgnoreStatusFields(),
-	patch.IgnoreVolumeClaimTemplateTypeMetaAndStatus(),
-	patch.IgnoreField("kind"),
-	patch.IgnoreField("apiVersion"),
-	patch.IgnoreField("metadata"),
-	ignoreVolumeMode(),
-}
-
-// StartStandInController starts the stand-in controller for the Servers of
-// the given namespaces; Stop ends it ("controller down"), and starting a new
-// one is a controller restart (its initial list reconciles every Server).
+// StartStandInController starts a stand-in for the stock 2.9.1 controller
+// (StatefulSets) for the Servers of the given namespaces; Stop ends it
+// ("controller down"), and starting a new one is a controller restart (its
+// initial list reconciles every Server).
 func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string) (*StandInController, error) {
+	return s.StartStandInControllerFor(ctx, s.NewStandIn(Mode291), namespaces...)
+}
+
+// StartStandInControllerFor runs the given stand-in (its mode, its
+// deployment strategies, its warnings) as a controller.
+func (s *Suite) StartStandInControllerFor(ctx context.Context, si *StandIn, namespaces ...string) (*StandInController, error) {
+	kube, dync, err := si.clients()
+	if err != nil {
+		return nil, err
+	}
 	c := &StandInController{
-		s: s, namespaces: map[string]bool{},
-		q:        workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](500*time.Millisecond, 10*time.Second)),
+		s: s, si: si, namespaces: map[string]bool{},
+		q:        workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		notFound: map[string]string{}, lastPatch: map[string]string{},
 	}
 	for _, ns := range namespaces {
@@ -121,33 +81,40 @@ func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string
 	cctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 
-	dyn := dynamicinformer.NewDynamicSharedInformerFactory(s.cp.Dyn, 0)
+	dyn := dynamicinformer.NewDynamicSharedInformerFactory(dync, 0)
 	srvInf := dyn.ForResource(gvrServer).Informer()
 	scInf := dyn.ForResource(gvrServerConfig).Informer()
-	kf := informers.NewSharedInformerFactoryWithOptions(s.cp.Kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	wf := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = "app.kubernetes.io/name=seldon-server"
 	}))
-	stsInf := kf.Apps().V1().StatefulSets().Informer()
+	var wlInf cache.SharedIndexInformer
+	if si.Mode.Deployments {
+		wlInf = wf.Apps().V1().Deployments().Informer()
+	} else {
+		wlInf = wf.Apps().V1().StatefulSets().Informer()
+	}
+	svcf := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = serverReplicaLabel
+	}))
+	svcInf := svcf.Core().V1().Services().Informer()
 	c.servers = srvInf.GetStore()
 
-	enqServer := func(obj any) {
+	unwrap := func(obj any) any {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
+			return t.Obj
 		}
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok || !c.namespaces[u.GetNamespace()] {
-			return
-		}
-		c.q.Add(u.GetNamespace() + "/" + u.GetName())
+		return obj
 	}
-	_, _ = srvInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqServer, UpdateFunc: func(_, n any) { enqServer(n) }, DeleteFunc: enqServer,
-	})
-	enqUsers := func(obj any) {
-		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
+	handlers := func(f func(any)) cache.ResourceEventHandlerFuncs {
+		return cache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, n any) { f(n) }, DeleteFunc: f}
+	}
+	_, _ = srvInf.AddEventHandler(handlers(func(obj any) {
+		if u, ok := unwrap(obj).(*unstructured.Unstructured); ok && c.namespaces[u.GetNamespace()] {
+			c.q.Add(u.GetNamespace() + "/" + u.GetName())
 		}
-		u, ok := obj.(*unstructured.Unstructured)
+	}))
+	_, _ = scInf.AddEventHandler(handlers(func(obj any) {
+		u, ok := unwrap(obj).(*unstructured.Unstructured)
 		if !ok {
 			return
 		}
@@ -162,28 +129,22 @@ func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string
 				c.q.Add(su.GetNamespace() + "/" + su.GetName())
 			}
 		}
-	}
-	_, _ = scInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqUsers, UpdateFunc: func(_, n any) { enqUsers(n) }, DeleteFunc: enqUsers,
-	})
+	}))
 	enqOwner := func(obj any) {
-		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		sts, ok := obj.(*appsv1.StatefulSet)
-		if !ok || !c.namespaces[sts.Namespace] {
+		o, ok := unwrap(obj).(metav1.Object)
+		if !ok || !c.namespaces[o.GetNamespace()] {
 			return
 		}
-		if ref := metav1.GetControllerOf(sts); ref != nil && ref.Kind == "Server" {
-			c.q.Add(sts.Namespace + "/" + ref.Name)
+		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "Server" {
+			c.q.Add(o.GetNamespace() + "/" + ref.Name)
 		}
 	}
-	_, _ = stsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqOwner, UpdateFunc: func(_, n any) { enqOwner(n) }, DeleteFunc: enqOwner,
-	})
+	_, _ = wlInf.AddEventHandler(handlers(enqOwner))
+	_, _ = svcInf.AddEventHandler(handlers(enqOwner))
 	dyn.Start(cctx.Done())
-	kf.Start(cctx.Done())
-	if !cache.WaitForCacheSync(cctx.Done(), srvInf.HasSynced, scInf.HasSynced, stsInf.HasSynced) {
+	wf.Start(cctx.Done())
+	svcf.Start(cctx.Done())
+	if !cache.WaitForCacheSync(cctx.Done(), srvInf.HasSynced, scInf.HasSynced, wlInf.HasSynced, svcInf.HasSynced) {
 		cancel()
 		return nil, fmt.Errorf("stand-in controller: caches did not sync")
 	}
@@ -195,8 +156,8 @@ func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string
 			if quit {
 				return
 			}
-			err := c.reconcile(cctx, key)
-			if err != nil && cctx.Err() == nil {
+			terminal, err := c.reconcile(cctx, key)
+			if err != nil && !terminal && cctx.Err() == nil {
 				c.q.AddRateLimited(key)
 			} else {
 				c.q.Forget(key)
@@ -204,21 +165,25 @@ func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string
 			c.q.Done(key)
 		}
 	}()
-	step("stand-in controller: started for namespaces %v", namespaces)
+	step("stand-in controller %s: started for namespaces %v", si.Mode, namespaces)
 	return c, nil
 }
+
+// StandIn is the stand-in this controller runs.
+func (c *StandInController) StandIn() *StandIn { return c.si }
 
 func (c *StandInController) Stop() {
 	c.once.Do(func() {
 		c.cancel()
 		c.q.ShutDown()
 		c.done.Wait()
-		step("stand-in controller: stopped (%d reconciles, %d creates, %d updates, %d no-change, %d not-found)",
-			c.Reconciles.Load(), c.Creates.Load(), c.Updates.Load(), c.NoChange.Load(), c.NotFound.Load())
+		step("stand-in controller %s: stopped (%d reconciles, %d creates, %d updates, %d no-change, %d not-found)",
+			c.si.Mode, c.Reconciles.Load(), c.Creates.Load(), c.Updates.Load(), c.NoChange.Load(), c.NotFound.Load())
 	})
 }
 
-// NotFoundMessage is the last not-found the controller reported for a Server.
+// NotFoundMessage is the last not-found the controller hit for a Server
+// (what it wrote into the Server's condition).
 func (c *StandInController) NotFoundMessage(ns, name string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -231,127 +196,51 @@ func (c *StandInController) LastPatch(ns, name string) string {
 	return c.lastPatch[ns+"/"+name]
 }
 
-func (c *StandInController) reconcile(ctx context.Context, key string) error {
+// reconcile runs one reconcile (the stock controller's decision) and keeps
+// the counts; terminal errors are not retried.
+func (c *StandInController) reconcile(ctx context.Context, key string) (bool, error) {
 	c.Reconciles.Add(1)
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	u, err := c.s.cp.Dyn.Resource(gvrServer).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted: the garbage collector removes the StatefulSet
-	}
-	if err != nil {
-		return err
-	}
-	if u.GetDeletionTimestamp() != nil {
-		return nil
-	}
-	server, err := serverFrom(u)
-	if err != nil {
-		return err
-	}
-	scu, err := c.s.cp.Dyn.Resource(gvrServerConfig).Namespace(c.s.standin.ControllerNamespace).Get(ctx, server.Spec.ServerConfig, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		msg := fmt.Sprintf("serverconfigs.mlops.seldon.io %q not found (ServerConfig looked up in %s)", server.Spec.ServerConfig, c.s.standin.ControllerNamespace)
+	out, err := c.si.ReconcileServer(ctx, ns, name, false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case out.NotFound:
 		c.NotFound.Add(1)
-		c.mu.Lock()
-		first := c.notFound[key] != msg
+		msg := err.Error()
+		if c.notFound[key] != msg {
+			step("stand-in controller %s: Server %s: %s: %s=False, nothing built", c.si.Mode, key, msg, c.si.Mode.ConditionType())
+		}
 		c.notFound[key] = msg
-		c.mu.Unlock()
-		if first {
-			step("stand-in controller: Server %s: %s: StatefulSetReady=False, nothing built", key, msg)
-			c.event(ctx, server, corev1.EventTypeWarning, "StandInStatefulSetNotReady",
-				"stand-in for the stock controller (condition StatefulSetReady=False): "+msg)
-		}
-		return fmt.Errorf("%s", msg)
-	}
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	delete(c.notFound, key)
-	c.mu.Unlock()
-	sc, err := serverConfigFrom(scu)
-	if err != nil {
-		return err
-	}
-	desired, err := Desired(server, sc)
-	if err != nil {
-		return err
-	}
-	delete(desired.Annotations, lastAppliedAnnotation)
-
-	api := c.s.cp.Kube.AppsV1().StatefulSets(ns)
-	found, err := api.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		if err := lastApplied.SetLastAppliedAnnotation(desired); err != nil {
-			return err
-		}
+		return false, err
+	case out.Op == "create":
 		c.Creates.Add(1)
-		step("stand-in controller: create StatefulSet %s", key)
-		_, err = api.Create(ctx, desired, metav1.CreateOptions{FieldManager: "manager"})
-		c.writeRefused(ctx, server, key, err)
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	res, err := standinPatchMaker.Calculate(found, desired, standinCalculateOptions...)
-	if err != nil {
-		return err
-	}
-	if res.IsEmpty() {
+	case out.Op == "update":
+		c.Updates.Add(1)
+		c.lastPatch[key] = out.Patch
+	case out.Op == "no-change":
 		c.NoChange.Add(1)
-		return nil
 	}
-	c.mu.Lock()
-	c.lastPatch[key] = string(res.Patch)
-	c.mu.Unlock()
-	if err := lastApplied.SetLastAppliedAnnotation(desired); err != nil {
-		return err
+	delete(c.notFound, key)
+	if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) {
+		step("stand-in controller %s: Server %s: %v", c.si.Mode, key, oneLine(err.Error()))
 	}
-	desired.ResourceVersion = found.ResourceVersion
-	c.Updates.Add(1)
-	step("stand-in controller: full Update of StatefulSet %s (objectmatcher patch %s)", key, oneLine(string(res.Patch)))
-	_, err = api.Update(ctx, desired, metav1.UpdateOptions{FieldManager: "manager"})
-	c.writeRefused(ctx, server, key, err)
-	return err
+	return out.Terminal, err
 }
 
-// standinRefused: the last refusal reported per controller and Server.
-var standinRefused sync.Map
-
-// writeRefused reports a refused StatefulSet write (e.g. a webhook the API
-// server cannot call) as the stock controller does: its reconcile error
-// becomes the StatefulSetReady=False condition's message; here a Warning
-// Event StandInStatefulSetNotReady on the Server, once per message.
-// (Added for the fault scenarios, issue 7.)
-func (c *StandInController) writeRefused(ctx context.Context, server *Server, key string, err error) {
-	if err == nil || ctx.Err() != nil || apierrors.IsConflict(err) {
-		return
-	}
-	msg := "StatefulSet write refused: " + err.Error()
-	if prev, seen := standinRefused.Swap(fmt.Sprintf("%p/%s", c, key), msg); !seen || prev != msg {
-		c.event(ctx, server, corev1.EventTypeWarning, "StandInStatefulSetNotReady",
-			"stand-in for the stock controller (condition StatefulSetReady=False): "+msg)
-	}
-}
-
-func (c *StandInController) event(ctx context.Context, server *Server, typ, reason, msg string) {
-	now := metav1.Now()
-	_, err := c.s.cp.Kube.CoreV1().Events(server.Namespace).Create(ctx, &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: server.Name + ".", Namespace: server.Namespace},
-		InvolvedObject: corev1.ObjectReference{
-			APIVersion: "mlops.seldon.io/v1alpha1", Kind: "Server", Name: server.Name, Namespace: server.Namespace, UID: server.UID,
-		},
-		Type: typ, Reason: reason, Message: msg, FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		Source: corev1.EventSource{Component: "e2e-standin-seldon-controller"},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		step("stand-in controller: event: %v", err)
-	}
-}
+// legacyNotReadyReason is the reason of the Warning Event an earlier
+// stand-in emitted where the stock controller sets its workload condition
+// False. The stand-in now writes the condition, as the stock controller
+// does, and emits no Event; ServerEvents still answers for this reason
+// with the condition in Event form, for callers not yet moved to
+// Suite.ServerCondition.
+const legacyNotReadyReason = "StandInStatefulSetNotReady"
 
 // ServerEvents lists the Events on a Server with the given reason.
 func (s *Suite) ServerEvents(ctx context.Context, ns, server, reason string) ([]corev1.Event, error) {
+	if reason == legacyNotReadyReason {
+		return s.conditionAsEvents(ctx, ns, server)
+	}
 	l, err := s.cp.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + server + ",reason=" + reason})
 	if err != nil {
 		return nil, err
@@ -365,4 +254,34 @@ func (s *Suite) ServerEvents(ctx context.Context, ns, server, reason string) ([]
 	// events.k8s.io/v1 Events (kube-runtime's recorder) show up in core/v1
 	// too, with reason and regarding -> involvedObject
 	return out, nil
+}
+
+// conditionAsEvents: the Server's workload condition (either version's
+// type), when False for an error rather than for replicas not ready yet,
+// as one Event whose message is the condition's text.
+func (s *Suite) conditionAsEvents(ctx context.Context, ns, server string) ([]corev1.Event, error) {
+	for _, t := range []string{Mode291.ConditionType(), Mode2102.ConditionType()} {
+		c, found, err := s.ServerCondition(ctx, ns, server, t)
+		if err != nil {
+			return nil, err
+		}
+		if !found || c.Status != "False" || isReplicaReason(c.Reason) {
+			continue
+		}
+		return []corev1.Event{{
+			InvolvedObject: corev1.ObjectReference{Kind: "Server", Namespace: ns, Name: server},
+			Reason:         legacyNotReadyReason, Type: corev1.EventTypeWarning,
+			Message: fmt.Sprintf("(condition %s=False) %s", t, strings.TrimSpace(c.Reason+" "+c.Message)),
+		}}, nil
+	}
+	return nil, nil
+}
+
+func isReplicaReason(reason string) bool {
+	for _, r := range workloadReadyReasons {
+		if reason == r[0] || reason == r[1] {
+			return true
+		}
+	}
+	return false
 }

@@ -204,6 +204,16 @@ func AllScenarios() []Scenario {
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},
+		// the stand-in calibrated against the real controller's trace, and
+		// Seldon 2.10.2's Deployment mode (scenario_standin_calibration*.go,
+		// scenario_deployments*.go)
+		{"standin-calibration", scenarioStandInCalibration},
+		{"deployments-create", scenarioDeploymentsCreate},
+		{"deployments-scale", scenarioDeploymentsScale},
+		{"deployments-rollout", scenarioDeploymentsRollout},
+		{"deployments-quiet", scenarioDeploymentsQuiet},
+		{"deployments-heal", scenarioDeploymentsHeal},
+		{"deployments-released-config-refused", scenarioDeploymentsReleasedRefused},
 		// `migrate` (scenario_migrate.go): the seed's Migration Paths A
 		// and B with the built binary, their rollbacks, and the refusals
 		{"migrate-a-to-controller-namespace", scenarioMigrateA},

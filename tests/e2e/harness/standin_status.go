@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// The Server status the stock controller writes (servers/status), as
+// Seldon's code does it (operator v2.9.1 / v2.10.2):
+//
+//   - on any reconcile error (ServerConfig not found, a refused workload
+//     write, an invalid scaling spec) updateStatusFromError sets the
+//     condition False with the error text and writes the status, every
+//     time, with no Event;
+//   - on success the workload's condition (True when status.readyReplicas
+//     >= spec.replicas, else False, with Seldon's reason texts), plus
+//     status.selector and status.replicas, written only when the status
+//     changed (equality.Semantic, which ignores lastTransitionTime).
+//
+// Conditions follow knative.dev/pkg/apis (the version Seldon pins,
+// v0.0.0-20250128013458-efddeac3ec35): a LivingConditionSet with one
+// dependent (the workload condition) and Ready; CreateAndSetCondition puts
+// the text in `reason` (Seldon passes it as the reason) and leaves
+// `message` empty; marking the dependent False marks Ready False alike;
+// marking it True makes Ready True; a condition whose only change would be
+// lastTransitionTime is left as it was; conditions are sorted by type.
+
+// serverStatus is Seldon's ServerStatus (duckv1.Status inline).
+type serverStatus struct {
+	ObservedGeneration int64             `json:"observedGeneration,omitempty"`
+	Conditions         []serverCondition `json:"conditions,omitempty"`
+	Annotations        map[string]string `json:"annotations,omitempty"`
+	LoadedModels       int32             `json:"loadedModels"`
+	Replicas           int32             `json:"replicas"`
+	Selector           string            `json:"selector"`
+}
+
+// serverCondition is knative's apis.Condition.
+type serverCondition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	Severity           string `json:"severity,omitempty"`
+	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
+	Reason             string `json:"reason,omitempty"`
+	Message            string `json:"message,omitempty"`
+}
+
+// Seldon's reason texts for a workload that exists
+// (statefulset_reconciler.go, deployment_reconciler.go GetConditions).
+var workloadReadyReasons = map[string][2]string{ // kind -> {ready, not ready}
+	"StatefulSet": {"StatefulSet replicas matches desired replicas", "StatefulSet replicas does not match desired replicas"},
+	"Deployment":  {"Deployment replicas matches desired replicas", "Deployment replicas does not match desired replicas"},
+}
+
+func statusOf(u *unstructured.Unstructured) serverStatus {
+	var st serverStatus
+	if raw, ok := u.Object["status"]; ok {
+		b, _ := json.Marshal(raw)
+		_ = json.Unmarshal(b, &st)
+	}
+	return st
+}
+
+// setCondition is knative's conditionsImpl.SetCondition.
+func (st *serverStatus) setCondition(c serverCondition) {
+	var out []serverCondition
+	for _, old := range st.Conditions {
+		if old.Type != c.Type {
+			out = append(out, old)
+			continue
+		}
+		c.LastTransitionTime = old.LastTransitionTime
+		if old == c {
+			return
+		}
+	}
+	c.LastTransitionTime = time.Now().UTC().Format(time.RFC3339)
+	out = append(out, c)
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	st.Conditions = out
+}
+
+// markWorkload is CreateAndSetCondition(type, ok, reason) + SetCondition:
+// MarkTrueWithReason (then Ready True) or MarkFalse (Ready False alike).
+func (st *serverStatus) markWorkload(condType string, ok bool, reason string) {
+	if ok {
+		st.setCondition(serverCondition{Type: condType, Status: "True", Reason: reason})
+		st.setCondition(serverCondition{Type: "Ready", Status: "True"})
+		return
+	}
+	st.setCondition(serverCondition{Type: condType, Status: "False", Reason: reason})
+	st.setCondition(serverCondition{Type: "Ready", Status: "False", Reason: reason})
+}
+
+// withoutTimes: the status as equality.Semantic sees it (knative's
+// VolatileTime never makes a difference).
+func (st serverStatus) withoutTimes() serverStatus {
+	c := st
+	c.Conditions = nil
+	for _, x := range st.Conditions {
+		x.LastTransitionTime = ""
+		c.Conditions = append(c.Conditions, x)
+	}
+	return c
+}
+
+// writeStatus sends the Server (as read at the start of the reconcile) with
+// the new status through servers/status. A Server gone meanwhile is fine.
+func (si *StandIn) writeStatus(ctx context.Context, server *unstructured.Unstructured, st serverStatus) error {
+	_, dyn, err := si.clients()
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	u := server.DeepCopy()
+	u.Object["status"] = m
+	_, err = dyn.Resource(gvrServer).Namespace(u.GetNamespace()).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// statusFromError is updateStatusFromError: the condition False with the
+// error's text, written unconditionally; a failure to write is only logged.
+func (si *StandIn) statusFromError(ctx context.Context, server *unstructured.Unstructured, rerr error) {
+	if server == nil || ctx.Err() != nil {
+		return
+	}
+	st := statusOf(server)
+	st.markWorkload(si.Mode.ConditionType(), false, rerr.Error())
+	if err := si.writeStatus(ctx, server, st); err != nil && ctx.Err() == nil {
+		step("stand-in controller: Server %s/%s: status on error: %v", server.GetNamespace(), server.GetName(), err)
+	}
+}
+
+// statusFromWorkload is the success path: the workload condition from the
+// object the controller holds after its write (the stored one), selector
+// and replicas; written only when it differs from the Server's current
+// status (read again, as updateStatus does).
+func (si *StandIn) statusFromWorkload(ctx context.Context, server *unstructured.Unstructured, name string, replicas, ready int32) error {
+	st := statusOf(server)
+	texts := workloadReadyReasons[si.Mode.workloadKind()]
+	ok := ready >= replicas
+	reason := texts[1]
+	if ok {
+		reason = texts[0]
+	}
+	st.markWorkload(si.Mode.ConditionType(), ok, reason)
+	st.Selector = "seldon-server-name=" + name
+	st.Replicas = replicas
+	_, dyn, err := si.clients()
+	if err != nil {
+		return err
+	}
+	cur, err := dyn.Resource(gvrServer).Namespace(server.GetNamespace()).Get(ctx, server.GetName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if reflect.DeepEqual(statusOf(cur).withoutTimes(), st.withoutTimes()) {
+		return nil
+	}
+	return si.writeStatus(ctx, server, st)
+}
+
+// ServerCondition reads a condition of the Server's status (what `kubectl
+// get server -o yaml` shows); found is false when the Server or the
+// condition does not exist.
+func (s *Suite) ServerCondition(ctx context.Context, ns, name, condType string) (c serverCondition, found bool, err error) {
+	u, err := s.cp.Dyn.Resource(gvrServer).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, err
+	}
+	for _, x := range statusOf(u).Conditions {
+		if x.Type == condType {
+			return x, true, nil
+		}
+	}
+	return c, false, nil
+}
+
+// waitServerCondition waits until the Server's condition has the status and
+// its reason or message satisfies ok (nil: any).
+func (s *Suite) waitServerCondition(ctx context.Context, ns, name, condType, status string, ok func(serverCondition) bool, timeout time.Duration) (serverCondition, error) {
+	var last serverCondition
+	err := poll(timeout, func() error {
+		c, found, err := s.ServerCondition(ctx, ns, name, condType)
+		if err != nil {
+			return err
+		}
+		last = c
+		if !found {
+			return fmt.Errorf("Server %s/%s has no condition %s", ns, name, condType)
+		}
+		if c.Status != status || (ok != nil && !ok(c)) {
+			return fmt.Errorf("Server %s/%s: %s=%s reason %q message %q", ns, name, c.Type, c.Status, c.Reason, c.Message)
+		}
+		return nil
+	})
+	return last, err
+}
+
+// controllerEvents are the Events on the Server that the webhook did not
+// write (its recorder reports as serverconfig-webhook): the stock
+// controller emits none for a failed reconcile, and neither may the
+// stand-in (an earlier one did, StandInStatefulSetNotReady).
+func (s *Suite) controllerEvents(ctx context.Context, ns, server string) ([]string, error) {
+	l, err := s.cp.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + server})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range l.Items {
+		if e.InvolvedObject.Kind != "Server" || e.ReportingController == syncFieldManager || e.Source.Component == syncFieldManager {
+			continue
+		}
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return out, nil
+}
