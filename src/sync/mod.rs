@@ -108,10 +108,17 @@ impl Ctx {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key);
-        self.not_applied
+        let had = self
+            .not_applied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key);
+        if had.is_some() {
+            tracing::info!(
+                workload = key,
+                "workload fixed: a later failure is reported again"
+            );
+        }
     }
 
     async fn event_to_server(&self, server: &Server, type_: EventType, reason: &str, note: String) {
@@ -878,6 +885,7 @@ async fn readmit<K: Workload>(
                 .insert(target.key.clone(), hash.to_string())
                 .as_deref()
                 != Some(hash);
+            tracing::warn!(workload = %target.key, hash = %hash, first, "re-admitted, read back not fixed: the webhook did not apply");
             if first {
                 ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
                     "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
