@@ -130,6 +130,16 @@ func comparable(body map[string]any, canon map[string]string, update bool) (norm
 					}
 				}
 			}
+			// a claim template's creationTimestamp is null in 1.33's audit
+			// copy and absent in 1.35's: volatile either way
+			vcts, _ := spec["volumeClaimTemplates"].([]any)
+			for _, v := range vcts {
+				if vm, ok := v.(map[string]any); ok {
+					if vmd, ok := vm["metadata"].(map[string]any); ok {
+						delete(vmd, "creationTimestamp")
+					}
+				}
+			}
 		}
 		if update {
 			delete(o, "status")
