@@ -24,7 +24,7 @@ rules:
     verbs: ["create", "update", "patch", "delete"]
     resources:
       - group: apps
-        resources: ["statefulsets", "deployments"]
+        resources: ["statefulsets", "deployments", "statefulsets/status", "deployments/status"]
       - group: mlops.seldon.io
         resources: ["serverconfigs", "servers", "servers/status"]
   - level: None
@@ -113,23 +113,33 @@ func (cp *ControlPlane) AuditEvents(since time.Time, match func(AuditEvent) bool
 // workloadWrites counts, from the audit log, the writes (not dry runs) to
 // the named workloads of a kind since `since`, and how many of them
 // changed the object's resourceVersion (the first seen per object is
-// compared with rv0, the resourceVersions at `since`).
-func (cp *ControlPlane) workloadWrites(since time.Time, resource, ns string, rv0 map[string]string) (writes, changes int, detail []string, err error) {
+// compared with rv0, the resourceVersions at `since`). Status writes (the
+// workload controllers') are not counted: they only move the
+// resourceVersion a later write is compared with. last is each object's
+// resourceVersion after the last write seen.
+func (cp *ControlPlane) workloadWrites(since time.Time, resource, ns string, rv0 map[string]string) (writes, changes int, detail []string, last map[string]string, err error) {
 	evs, err := cp.AuditEvents(since, func(e AuditEvent) bool {
 		_, named := rv0[e.ObjectRef.Name]
-		return e.ObjectRef.Resource == resource && e.ObjectRef.Namespace == ns && named && e.ObjectRef.Subresource == "" &&
+		return e.ObjectRef.Resource == resource && e.ObjectRef.Namespace == ns && named &&
+			(e.ObjectRef.Subresource == "" || e.ObjectRef.Subresource == "status") &&
 			(e.Verb == "update" || e.Verb == "patch" || e.Verb == "create") && !e.DryRun()
 	})
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, nil, err
 	}
-	last := map[string]string{}
+	last = map[string]string{}
 	for k, v := range rv0 {
 		last[k] = v
 	}
 	for _, e := range evs {
-		writes++
 		rv := e.ResponseRV()
+		if e.ObjectRef.Subresource == "status" {
+			if e.ResponseStatus.Code < 300 && rv != "" {
+				last[e.ObjectRef.Name] = rv
+			}
+			continue
+		}
+		writes++
 		who := e.UserAgent
 		if i := strings.Index(who, " "); i > 0 {
 			who = who[:i]
@@ -140,5 +150,5 @@ func (cp *ControlPlane) workloadWrites(since time.Time, resource, ns string, rv0
 			last[e.ObjectRef.Name] = rv
 		}
 	}
-	return writes, changes, detail, nil
+	return writes, changes, detail, last, nil
 }

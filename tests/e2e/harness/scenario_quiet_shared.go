@@ -45,7 +45,7 @@ func (q quietWorkloads) rvs(ctx context.Context) (map[string]string, error) {
 // their resourceVersions then) and reads their resourceVersions now.
 func (q quietWorkloads) writesSince(ctx context.Context, since time.Time, rv0 map[string]string) (writes, changes int, detail []string, err error) {
 	for _, ns := range q.nss {
-		w, c, d, err := q.s.cp.workloadWrites(since, "statefulsets", ns, map[string]string{"srv": rv0[ns]})
+		w, c, d, last, err := q.s.cp.workloadWrites(since, "statefulsets", ns, map[string]string{"srv": rv0[ns]})
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -53,9 +53,9 @@ func (q quietWorkloads) writesSince(ctx context.Context, since time.Time, rv0 ma
 		if err != nil {
 			return 0, 0, nil, err
 		}
-		if sts.ResourceVersion != rv0[ns] && c == 0 {
+		if sts.ResourceVersion != last["srv"] && c == 0 {
 			c = 1 // the watch saw a change the audit log did not
-			d = append(d, fmt.Sprintf("%s/srv resourceVersion %s -> %s", ns, rv0[ns], sts.ResourceVersion))
+			d = append(d, fmt.Sprintf("%s/srv resourceVersion %s -> %s (audit log: %s)", ns, rv0[ns], sts.ResourceVersion, last["srv"]))
 		}
 		writes, changes, detail = writes+w, changes+c, append(detail, d...)
 	}
@@ -391,19 +391,23 @@ func scenarioSharedConfigCost(ctx context.Context, s *Suite) error {
 		return err
 	}
 	// three reconciles: three controller restarts
-	const reconciles = 3
+	// (a restart may reconcile more than once: a status write of the
+	// workload controller is a watch event too), so count what it did
+	const restarts = 3
+	var reconciles int64
 	since := time.Now()
-	for i := 0; i < reconciles; i++ {
+	for i := 0; i < restarts; i++ {
 		c, err := s.StartStandInController(ctx, ns)
 		if err != nil {
 			return err
 		}
 		time.Sleep(2 * time.Second)
 		c.Stop()
+		reconciles += c.Reconciles.Load()
 	}
 	writes, changes, detail, err := q.writesSince(ctx, since, rv0)
-	s.r.Check(checkName(sc, "no-op-updates"), err == nil && changes == 0 && writes >= 1 && writes <= reconciles,
-		"%d reconciles sent %d full Updates (%v), %d changed the stored object %v", reconciles, writes, detail, changes, err)
+	s.r.Check(checkName(sc, "no-op-updates"), err == nil && changes == 0 && writes >= restarts && int64(writes) <= reconciles,
+		"%d restarts, %d reconciles sent %d full Updates (%v), %d changed the stored object %v", restarts, reconciles, writes, detail, changes, err)
 	step("FIGURE %s: a shared real ServerConfig of the name costs %d full Update(s) per %d reconciles, each a no-op (resourceVersion unchanged)", sc, writes, reconciles)
 	return nil
 }

@@ -100,12 +100,17 @@ func (w *Webhook) Start() error {
 		podName = w.PodName
 	}
 	step("webhook: starting %s on 127.0.0.1:%d: %s", w.Bin, w.Port, strings.Join(args, " "))
-	p, err := StartProc(procName, w.LogDir, w.Bin, args, []string{
+	env := []string{
 		"KUBECONFIG=" + w.Kubeconfig,
 		// what the Deployment's downward API gives it (lease namespace, identity)
 		"POD_NAMESPACE=" + w.PodNamespace,
 		"POD_NAME=" + podName,
-	})
+	}
+	// SERVERCONFIG_E2E_RUST_LOG: the webhook's log filter, for debugging a run
+	if f := os.Getenv("SERVERCONFIG_E2E_RUST_LOG"); f != "" {
+		env = append(env, "RUST_LOG="+f)
+	}
+	p, err := StartProc(procName, w.LogDir, w.Bin, args, env)
 	if err != nil {
 		return err
 	}
