@@ -121,6 +121,42 @@ impl<T> KindCache<T> {
     }
 }
 
+/// The kinds the caches hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachedKind {
+    /// `mlops.seldon.io` Server.
+    Server,
+    /// `mlops.seldon.io` ServerConfig.
+    ServerConfig,
+}
+
+/// One change a cache has applied, published after the store holds it, so
+/// whoever reacts reads the new state (the sync loop's triggers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// One object was added, changed or deleted.
+    Object {
+        /// Its kind.
+        kind: CachedKind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A watch finished a (re)list: any object of its kind in its scope (a
+    /// namespace, all with `None`) may have changed.
+    Relisted {
+        /// The kind it watches.
+        kind: CachedKind,
+        /// The namespace it watches (`None`: all).
+        namespace: Option<String>,
+    },
+}
+
+/// Changes a slow subscriber may fall behind by before it is told it
+/// lagged (and then treats everything as changed).
+const CHANGE_FEED_CAPACITY: usize = 1024;
+
 /// Result of looking up one object.
 pub type Lookup<T> = Option<Arc<Result<T, ModelError>>>;
 
@@ -134,14 +170,52 @@ pub struct Caches {
     metrics: Arc<Metrics>,
     /// Bumped on every watch event, so the sync loop can react to changes.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Every applied change, by object.
+    feed: tokio::sync::broadcast::Sender<Change>,
     misses: Misses,
+}
+
+/// Where a watch reports what it applied.
+#[derive(Clone)]
+struct Notify {
+    kind: CachedKind,
+    namespace: Option<String>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    feed: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Notify {
+    /// What `event` changes, once it is applied (`None` while a list is
+    /// still being buffered).
+    fn change_of(&self, event: &watcher::Event<DynamicObject>) -> Option<Change> {
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => Some(Change::Object {
+                kind: self.kind,
+                namespace: o.namespace().unwrap_or_default(),
+                name: o.name_any(),
+            }),
+            watcher::Event::InitDone => Some(Change::Relisted {
+                kind: self.kind,
+                namespace: self.namespace.clone(),
+            }),
+            watcher::Event::Init | watcher::Event::InitApply(_) => None,
+        }
+    }
+
+    fn applied(&self, change: Option<Change>) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some(c) = change {
+            // no subscriber (not leading) is not an error
+            let _ = self.feed.send(c);
+        }
+    }
 }
 
 fn start_watch(
     client: &Client,
     resource: &ApiResource,
     ns: Option<&str>,
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    notify: Notify,
 ) -> (
     Arc<Store>,
     impl futures::Future<Output = ()> + Send + 'static,
@@ -158,8 +232,9 @@ fn start_watch(
         .for_each(move |event| {
             match event {
                 Ok(event) => {
+                    let change = notify.change_of(&event);
                     writer.apply(event, &mut relist);
-                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                    notify.applied(change);
                 }
                 Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
             }
@@ -179,7 +254,8 @@ impl Caches {
     ) -> (Arc<Caches>, Vec<tokio::task::JoinHandle<()>>) {
         let mut tasks = Vec::new();
         let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let mut make = |resource: &ApiResource, with_controller_ns: bool| {
+        let feed = tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0;
+        let mut make = |kind: CachedKind, resource: &ApiResource, with_controller_ns: bool| {
             let mut stores = Vec::new();
             let mut namespaces_for_kind: Vec<Option<String>> = match namespaces {
                 Namespaces::All => vec![None],
@@ -189,15 +265,27 @@ impl Caches {
                 namespaces_for_kind.push(Some(controller_namespace.to_string()));
             }
             for ns in namespaces_for_kind {
-                let (store, fut) = start_watch(&client, resource, ns.as_deref(), changes.clone());
+                let notify = Notify {
+                    kind,
+                    namespace: ns.clone(),
+                    changes: changes.clone(),
+                    feed: feed.clone(),
+                };
+                let (store, fut) = start_watch(&client, resource, ns.as_deref(), notify);
                 stores.push(store);
                 tasks.push(tokio::spawn(fut));
             }
             stores
         };
-        let server_stores = make(&server_resource(), false);
-        let config_stores = make(&server_config_resource(), true);
-        let caches = Caches::new(Some(client), server_stores, config_stores, metrics, changes);
+        let server_stores = make(CachedKind::Server, &server_resource(), false);
+        let config_stores = make(CachedKind::ServerConfig, &server_config_resource(), true);
+        let caches = Caches::new(
+            Some(client),
+            server_stores,
+            config_stores,
+            metrics,
+            (changes, feed),
+        );
         let waiter = caches.clone();
         tasks.push(tokio::spawn(async move {
             waiter.synced().await;
@@ -242,7 +330,10 @@ impl Caches {
             vec![servers],
             vec![configs],
             metrics,
-            Arc::new(tokio::sync::watch::channel(0u64).0),
+            (
+                Arc::new(tokio::sync::watch::channel(0u64).0),
+                tokio::sync::broadcast::channel(1).0,
+            ),
         );
         caches.ready.store(true, Ordering::SeqCst);
         caches
@@ -254,7 +345,10 @@ impl Caches {
         server_stores: Vec<Arc<Store>>,
         config_stores: Vec<Arc<Store>>,
         metrics: Arc<Metrics>,
-        changes: Arc<tokio::sync::watch::Sender<u64>>,
+        (changes, feed): (
+            Arc<tokio::sync::watch::Sender<u64>>,
+            tokio::sync::broadcast::Sender<Change>,
+        ),
     ) -> Arc<Caches> {
         Arc::new(Caches {
             client,
@@ -268,6 +362,7 @@ impl Caches {
             ready: AtomicBool::new(false),
             metrics,
             changes,
+            feed,
             misses: Misses::default(),
         })
     }
@@ -280,6 +375,12 @@ impl Caches {
     /// A receiver that changes on every watch event of any cache.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Every change the caches apply from now on, each sent after the store
+    /// holds it.
+    pub fn change_feed(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.feed.subscribe()
     }
 
     /// The cached ServerConfigs of `ns`, parsed (unreadable ones as errors).

@@ -10,6 +10,127 @@ pub mod plan;
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube::api::DynamicObject;
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    use super::{cache_triggers, CachedKind, Caches, Change};
+    use crate::metrics::Metrics;
+
+    fn object(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).expect("fixture object")
+    }
+
+    fn server(ns: &str, name: &str, config: &str) -> DynamicObject {
+        object(
+            json!({"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Server",
+            "metadata": {"namespace": ns, "name": name, "resourceVersion": "1"},
+            "spec": {"serverConfig": config}}),
+        )
+    }
+
+    fn sts(ns: &str, name: &str) -> StatefulSet {
+        serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}}))
+            .expect("fixture workload")
+    }
+
+    /// The workloads each change triggers, for a controller over `scope`
+    /// whose store holds a/{s1,s2,s3} and b/s1.
+    #[tokio::test]
+    async fn cache_changes_trigger_the_workloads_they_concern() {
+        let caches = Caches::from_objects(
+            [
+                server("a", "s1", "mlserver"),
+                server("a", "s2", "mlserver"),
+                server("a", "s3", "triton"),
+                server("b", "s1", "mlserver"),
+            ],
+            Arc::new(Metrics::default()),
+        );
+        let (store, mut writer) = reflector::store::<StatefulSet>();
+        for (ns, name) in [("a", "s1"), ("a", "s2"), ("a", "s3"), ("b", "s1")] {
+            writer.apply_watcher_event(&watcher::Event::Apply(sts(ns, name)));
+        }
+        let object = |kind, ns: &str, name: &str| Change::Object {
+            kind,
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let relisted = |ns: Option<&str>| Change::Relisted {
+            kind: CachedKind::ServerConfig,
+            namespace: ns.map(str::to_string),
+        };
+        let cases: Vec<(Option<&str>, Change, Vec<&str>)> = vec![
+            (
+                None,
+                object(CachedKind::ServerConfig, "a", "mlserver"),
+                vec!["a/s1", "a/s2"],
+            ),
+            (
+                None,
+                object(CachedKind::ServerConfig, "a", "unused"),
+                vec![],
+            ),
+            (None, object(CachedKind::Server, "b", "s1"), vec!["b/s1"]),
+            (
+                Some("a"),
+                object(CachedKind::ServerConfig, "b", "mlserver"),
+                vec![],
+            ),
+            (
+                Some("b"),
+                object(CachedKind::ServerConfig, "b", "mlserver"),
+                vec!["b/s1"],
+            ),
+            (None, relisted(Some("a")), vec!["a/s1", "a/s2", "a/s3"]),
+            (None, relisted(None), vec!["a/s1", "a/s2", "a/s3", "b/s1"]),
+        ];
+        for (scope, change, want) in cases {
+            let (tx, rx) = tokio::sync::broadcast::channel(4);
+            let triggers =
+                cache_triggers(caches.clone(), rx, scope.map(str::to_string), store.clone());
+            tx.send(change.clone()).expect("a subscriber");
+            drop(tx);
+            let mut got: Vec<String> = triggers
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect()
+                .await;
+            got.sort();
+            assert_eq!(got, want, "scope {scope:?}, change {change:?}");
+        }
+    }
+
+    /// A subscriber that fell behind the feed re-checks every workload it has.
+    #[tokio::test]
+    async fn a_lagging_subscriber_triggers_everything() {
+        let caches = Caches::from_objects([], Arc::new(Metrics::default()));
+        let (store, mut writer) = reflector::store::<StatefulSet>();
+        writer.apply_watcher_event(&watcher::Event::Apply(sts("a", "s1")));
+        let (tx, rx) = tokio::sync::broadcast::channel(1);
+        for name in ["x", "y"] {
+            tx.send(Change::Object {
+                kind: CachedKind::Server,
+                namespace: "a".into(),
+                name: name.into(),
+            })
+            .expect("a subscriber");
+        }
+        drop(tx);
+        let got: Vec<String> = cache_triggers(caches, rx, None, store)
+            .map(|r| r.name)
+            .collect()
+            .await;
+        assert_eq!(
+            got,
+            vec!["s1", "y"],
+            "lag (x dropped) re-checks the store, then y"
+        );
+    }
+
     #[test]
     fn event_notes_fit_the_api_limit() {
         let long = "é".repeat(2000);
@@ -30,15 +151,16 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use crate::cache::{server_config_resource, server_resource, Caches, Namespaces};
+use crate::cache::{server_config_resource, CachedKind, Caches, Change, Namespaces};
 use crate::core::desired::{desired, differences};
 use crate::core::model::{Server, ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::mutate::{controller_server_owner, Settings, WorkloadKind, HASH_ANNOTATION};
@@ -609,8 +731,12 @@ fn object_key<K: Resource>(obj: &K) -> String {
 }
 
 /// A kube-runtime Controller over one workload kind in one scope: triggered
-/// by the workload itself, by Servers (same name) and by ServerConfigs (the
-/// workloads whose Server uses it), and every `heal_interval`.
+/// by the workload itself, by the caches' changes to Servers (same name) and
+/// ServerConfigs (the workloads whose Server uses it), and every
+/// `heal_interval`. The triggers come from the caches the reconcile reads,
+/// after they hold the change: a watch of its own could deliver a change
+/// before the caches have it, and the reconcile would then find nothing to
+/// do and never look again.
 async fn workload_controller<K>(
     ctx: Arc<Ctx>,
     ns: Option<String>,
@@ -623,32 +749,20 @@ async fn workload_controller<K>(
         Some(n) => Api::namespaced(ctx.client.clone(), n),
         None => Api::all(ctx.client.clone()),
     };
-    let (sc_api, server_api): (Api<DynamicObject>, Api<DynamicObject>) = match &ns {
-        Some(n) => (
-            Api::namespaced_with(ctx.client.clone(), n, &server_config_resource()),
-            Api::namespaced_with(ctx.client.clone(), n, &server_resource()),
-        ),
-        None => (
-            Api::all_with(ctx.client.clone(), &server_config_resource()),
-            Api::all_with(ctx.client.clone(), &server_resource()),
-        ),
-    };
-    let caches = ctx.caches.clone();
-    let sc_mapper = move |sc: DynamicObject| {
-        let ns = sc.namespace().unwrap_or_default();
-        caches
-            .servers_using(&ns, &sc.name_any())
-            .into_iter()
-            .map(|s| ObjectRef::<K>::new(&s.meta.name).within(&ns))
-            .collect::<Vec<_>>()
-    };
-    let server_mapper = |s: DynamicObject| {
-        let ns = s.namespace().unwrap_or_default();
-        Some(ObjectRef::<K>::new(&s.name_any()).within(&ns))
-    };
-    Controller::new(api, watcher::Config::default().labels(WORKLOAD_SELECTOR).any_semantic())
-        .watches_with(sc_api, server_config_resource(), watcher::Config::default().any_semantic(), sc_mapper)
-        .watches_with(server_api, server_resource(), watcher::Config::default().any_semantic(), server_mapper)
+    let controller = Controller::new(
+        api,
+        watcher::Config::default()
+            .labels(WORKLOAD_SELECTOR)
+            .any_semantic(),
+    );
+    let triggers = cache_triggers(
+        ctx.caches.clone(),
+        ctx.caches.change_feed(),
+        ns,
+        controller.store(),
+    );
+    controller
+        .reconcile_on(triggers)
         .graceful_shutdown_on(stop)
         .run(
             move |obj: Arc<K>, ctx: Arc<Ctx>| reconcile_workload(obj, ctx, kind),
@@ -669,6 +783,58 @@ async fn workload_controller<K>(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The workloads each cache change concerns, in scope `ns` (all with
+/// `None`): a Server's own workload, the workloads of the Servers that use a
+/// ServerConfig; every workload of the store after a relist, or when this
+/// subscriber fell behind the feed.
+fn cache_triggers<K: Workload>(
+    caches: Arc<Caches>,
+    feed: tokio::sync::broadcast::Receiver<Change>,
+    ns: Option<String>,
+    store: Store<K>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    futures::stream::unfold(feed, |mut feed| async move {
+        let change = match feed.recv().await {
+            Ok(c) => Some(c),
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return None,
+        };
+        Some((change, feed))
+    })
+    .flat_map(move |change| {
+        let in_scope = |namespace: &str| ns.as_deref().is_none_or(|n| n == namespace);
+        let refs: Vec<ObjectRef<K>> = match change {
+            Some(Change::Object { namespace, .. }) if !in_scope(&namespace) => Vec::new(),
+            Some(Change::Object {
+                kind: CachedKind::Server,
+                namespace,
+                name,
+            }) => vec![ObjectRef::new(&name).within(&namespace)],
+            Some(Change::Object {
+                kind: CachedKind::ServerConfig,
+                namespace,
+                name,
+            }) => caches
+                .servers_using(&namespace, &name)
+                .into_iter()
+                .map(|s| ObjectRef::new(&s.meta.name).within(&namespace))
+                .collect(),
+            Some(Change::Relisted { namespace, .. }) => store
+                .state()
+                .iter()
+                .filter(|w| namespace.is_none() || w.meta().namespace == namespace)
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect(),
+            None => store
+                .state()
+                .iter()
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect(),
+        };
+        futures::stream::iter(refs)
+    })
 }
 
 /// Deletes `workload` (only this incarnation: uid and resourceVersion
