@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cli;
 pub mod core;
 pub mod doctor;
+pub mod log_limit;
 pub mod metrics;
 pub mod migrate;
 pub mod render;

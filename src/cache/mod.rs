@@ -491,12 +491,15 @@ async fn cache_miss<T>(
         return counted(GetResult::NotFoundCached);
     }
     if caches.misses.limiter.check().is_err() {
-        tracing::warn!(
-            kind = cache.kind,
-            namespace = ns,
-            name,
-            "direct GET after cache miss not sent: over the rate limit"
-        );
+        if let Some(throttled) = caches.misses.throttled_log.occurred() {
+            tracing::warn!(
+                kind = cache.kind,
+                namespace = ns,
+                name,
+                throttled,
+                "direct GET after cache miss not sent: over the rate limit (throttled: how many since the last such line)"
+            );
+        }
         return counted(GetResult::Throttled);
     }
     let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &cache.resource);
@@ -523,6 +526,8 @@ async fn cache_miss<T>(
 struct Misses {
     not_found: quick_cache::sync::Cache<(&'static str, String, String), std::time::Instant>,
     limiter: governor::DefaultDirectRateLimiter,
+    /// The "not sent" warning, so a flood of misses is not a flood of lines.
+    throttled_log: crate::log_limit::LogLimit,
 }
 
 /// How long a name the API server did not find is answered from memory.
@@ -542,6 +547,7 @@ impl Default for Misses {
             limiter: governor::RateLimiter::direct(
                 governor::Quota::per_second(rate).allow_burst(burst),
             ),
+            throttled_log: crate::log_limit::LogLimit::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::log_limit::LogLimit;
 use crate::metrics::{Listener, ListenerLabels, Metrics, Refusal};
 
 /// An I/O stream that fails with `TimedOut` when no byte has arrived within
@@ -150,7 +151,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadline<IO> {
 /// room (a client that opens connections and sends nothing only crowds out
 /// its own); when every open connection has started a request, the new one
 /// is closed at once. Either is counted, and said so in the log at most
-/// every [`LOG_EVERY`].
+/// every [`crate::log_limit::LOG_EVERY`].
 pub struct ConnectionCap {
     listener: Listener,
     slots: Arc<Semaphore>,
@@ -158,8 +159,7 @@ pub struct ConnectionCap {
     metrics: Arc<Metrics>,
     /// Connections that have not sent a request byte, oldest first.
     fresh: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<Fresh>>>,
-    refused_since_log: AtomicU64,
-    last_log_ms: AtomicU64,
+    refused_log: LogLimit,
 }
 
 /// Whether a connection has started a request, and how to close it if not.
@@ -171,9 +171,6 @@ pub struct Fresh {
 
 /// How long a new connection at the cap waits for the one evicted for it.
 const EVICTION_WAIT: Duration = Duration::from_millis(50);
-
-/// How often the "connection cap reached" line may repeat.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// An open connection's place under the cap; dropping it frees the place.
 pub struct Slot {
@@ -210,8 +207,7 @@ impl ConnectionCap {
             max,
             metrics,
             fresh: std::sync::Mutex::default(),
-            refused_since_log: AtomicU64::new(0),
-            last_log_ms: AtomicU64::new(0),
+            refused_log: LogLimit::default(),
         }
     }
 
@@ -282,32 +278,11 @@ impl ConnectionCap {
 
     fn refuse(&self, peer: std::net::SocketAddr) {
         self.metrics.refusal(self.listener, Refusal::ConnectionCap);
-        let refused = self.refused_since_log.fetch_add(1, Ordering::Relaxed) + 1;
-        let now_ms = monotonic_ms();
-        let last = self.last_log_ms.load(Ordering::Relaxed);
-        let every = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if now_ms.saturating_sub(last) >= every
-            && self
-                .last_log_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.refused_since_log.store(0, Ordering::Relaxed);
+        if let Some(refused) = self.refused_log.occurred() {
             tracing::warn!(listener = self.listener.as_str(), max = self.max, refused, %peer,
                 "connection cap reached and every open connection is busy: new connections are closed at once");
         }
     }
-}
-
-/// Milliseconds on a monotonic clock since its first use, plus one period
-/// (so the first refusal is logged).
-fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    let every = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
-    u64::try_from(start.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(every)
 }
 
 #[cfg(test)]

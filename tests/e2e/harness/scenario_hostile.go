@@ -377,6 +377,8 @@ func (h *hostile) randomNames(ctx context.Context) error {
 		return sum
 	}
 	g0 := gets()
+	const notSent = "direct GET after cache miss not sent"
+	logged0 := s.wh.LogLines(notSent)
 	const n = 400
 	started := time.Now()
 	var refused, other int
@@ -411,6 +413,10 @@ func (h *hostile) randomNames(ctx context.Context) error {
 	sent := gets() - g0
 	throttled := metricValue(s.wh.Metrics(), "serverconfig_webhook_direct_gets_total", `kind="Server",result="throttled"`)
 	bound := 50 + 20*elapsed.Seconds() + 5
+	// the warning for a GET not sent is rate limited too (one per 10 s)
+	logged, logBound := s.wh.LogLines(notSent)-logged0, int(elapsed/(10*time.Second))+1
+	s.r.Check(checkName(h.sc, "random-names-log-bounded"), logged0 >= 0 && logged >= 0 && logged <= logBound,
+		"%.0f direct GETs not sent in %s: %d warning lines in the webhook log (bound %d)", throttled, secs(elapsed), logged, logBound)
 	s.r.Check(checkName(h.sc, "random-names-bounded"), refused == n && g0 >= 0 && sent >= 0 && sent <= bound && throttled > 0,
 		"%d reviews naming random Servers in %s in %s: %d refused alike (%q), %d other; direct GETs sent %.0f (bound %.0f), throttled %.0f",
 		n, h.nsB, secs(elapsed), refused, sample, other, sent, bound, throttled)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -146,9 +147,21 @@ func (w *Webhook) Metrics() string {
 		return ""
 	}
 	defer resp.Body.Close()
-	b := make([]byte, 1<<20)
-	n, _ := resp.Body.Read(b)
-	return string(b[:n])
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	return string(b)
+}
+
+// LogLines counts the lines of the running webhook's log that contain
+// substr (-1 when it is not running or the log cannot be read).
+func (w *Webhook) LogLines(substr string) int {
+	if w.proc == nil {
+		return -1
+	}
+	b, err := os.ReadFile(w.proc.Log)
+	if err != nil {
+		return -1
+	}
+	return strings.Count(string(b), substr)
 }
 
 // LoadShippedArgs reads the webhook container's args from the shipped
