@@ -77,6 +77,17 @@ func (cp *ControlPlane) WaitPods(ctx context.Context, ns, server string, n int, 
 	return pods, err
 }
 
+// PodsWithImages waits for n Pods of the Server and says whether every
+// Pod it found runs exactly `images` (false on a timeout).
+func (cp *ControlPlane) PodsWithImages(ctx context.Context, ns, server string, n int, images map[string]string, timeout time.Duration) (int, bool, error) {
+	pods, err := cp.WaitPods(ctx, ns, server, n, timeout)
+	ok := err == nil
+	for _, p := range pods {
+		ok = ok && sameImages(templateImages(p.Spec), images)
+	}
+	return len(pods), ok, err
+}
+
 // FailedCreateEvents lists FailedCreate events of a StatefulSet (by uid).
 func (cp *ControlPlane) FailedCreateEvents(ctx context.Context, ns string, uid types.UID) ([]string, error) {
 	l, err := cp.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{

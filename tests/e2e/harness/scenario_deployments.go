@@ -92,12 +92,8 @@ func scenarioDeploymentsCreate(ctx context.Context, s *Suite) error {
 		func(c serverCondition) bool { return c.Reason == notReady }, 15*time.Second)
 	s.r.Check(checkName(sc, "server-condition"), cerr == nil, "%s=%s reason %q (no kubelet: no replica gets ready) %v", cond.Type, cond.Status, cond.Reason, cerr)
 
-	pods, perr := s.cp.WaitPods(ctx, depNS, depServer, 1, 60*time.Second)
-	ok := perr == nil
-	for _, p := range pods {
-		ok = ok && sameImages(templateImages(p.Spec), team)
-	}
-	s.r.Check(checkName(sc, "pods-team-images"), ok, "%d Pods (ReplicaSet of the Deployment) with the team's images %v", len(pods), perr)
+	pods, ok, perr := s.cp.PodsWithImages(ctx, depNS, depServer, 1, team, 60*time.Second)
+	s.r.Check(checkName(sc, "pods-team-images"), ok, "%d Pods (ReplicaSet of the Deployment) with the team's images %v", pods, perr)
 	return nil
 }
 
@@ -156,12 +152,8 @@ func scenarioDeploymentsScale(ctx context.Context, s *Suite) error {
 			}
 			return "changed: " + d
 		}())
-	pods, perr := s.cp.WaitPods(ctx, depNS, depServer, 2, 60*time.Second)
-	ok := perr == nil
-	for _, p := range pods {
-		ok = ok && sameImages(templateImages(p.Spec), team)
-	}
-	s.r.Check(checkName(sc, "pods-team-images"), ok, "%d Pods with the team's images %v", len(pods), perr)
+	pods, ok, perr := s.cp.PodsWithImages(ctx, depNS, depServer, 2, team, 60*time.Second)
+	s.r.Check(checkName(sc, "pods-team-images"), ok, "%d Pods with the team's images %v", pods, perr)
 	return nil
 }
 

@@ -32,16 +32,11 @@ func scenarioDeploymentsHeal(ctx context.Context, s *Suite) error {
 	}
 	defer c.Stop()
 
-	if err := s.cp.Unregister(ctx, s.mwc.GetName()); err != nil {
+	out, err := s.webhookOutage(ctx)
+	if err != nil {
 		return err
 	}
-	s.wh.Stop()
-	restored := false
-	defer func() {
-		if !restored {
-			_ = s.needWebhook(context.Background())
-		}
-	}()
+	defer out.restore()
 	if err := s.apply(ctx, NewServer(ns, server, scName, 1, nil)); err != nil {
 		return err
 	}
@@ -58,7 +53,7 @@ func scenarioDeploymentsHeal(ctx context.Context, s *Suite) error {
 	if err := s.wh.Start(); err != nil {
 		return err
 	}
-	restored = true
+	out.over()
 	team := ExpectedImages(s.depTeamConfig(ns, scName))
 	took, imgs, err := s.waitDeploymentImages(ctx, ns, server, team, 60*time.Second)
 	healed, _ := s.getDeployment(ctx, ns, server)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // scenarioHonestEvents: an Event or metric that says a workload was fixed
@@ -32,8 +30,8 @@ func scenarioHonestEvents(ctx context.Context, s *Suite) error {
 	}
 	// the platform's shared config and the team's, both without claim
 	// templates (so the heal is a re-admission, not a recreate)
-	platform := withoutClaimTemplates(s.fx.ControllerNSConfig("mlserver", name, FormPlatform))
-	team := withoutClaimTemplates(s.teamConfig(ns, name))
+	platform := deploymentModeConfig(s.fx.ControllerNSConfig("mlserver", name, FormPlatform))
+	team := deploymentModeConfig(s.teamConfig(ns, name))
 	if err := s.apply(ctx, platform, team); err != nil {
 		return err
 	}
@@ -104,20 +102,4 @@ func scenarioHonestEvents(ctx context.Context, s *Suite) error {
 	s.r.Check(checkName(sc, "healed-once-back"), err == nil && eerr == nil, "%s; Healed: %q %v %v", imgs, msg, err, eerr)
 	_ = s.deleteServer(ctx, ns, server)
 	return s.deleteSC(ctx, ns, name)
-}
-
-// withoutClaimTemplates is a ServerConfig whose claim templates are
-// emptyDir volumes instead (the mounts stay valid).
-func withoutClaimTemplates(sc *unstructured.Unstructured) *unstructured.Unstructured {
-	o := sc.DeepCopy()
-	vcts, _, _ := unstructured.NestedSlice(o.Object, "spec", "volumeClaimTemplates")
-	volumes, _, _ := unstructured.NestedSlice(o.Object, "spec", "podSpec", "volumes")
-	for _, v := range vcts {
-		if m, ok := v.(map[string]any); ok {
-			volumes = append(volumes, map[string]any{"name": m["name"], "emptyDir": map[string]any{}})
-		}
-	}
-	_ = unstructured.SetNestedSlice(o.Object, volumes, "spec", "podSpec", "volumes")
-	_ = unstructured.SetNestedSlice(o.Object, []any{}, "spec", "volumeClaimTemplates")
-	return o
 }

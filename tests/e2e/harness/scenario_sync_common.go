@@ -252,3 +252,30 @@ func (s *Suite) ensureSchedulerService(ctx context.Context, ns string) error {
 	}
 	return err
 }
+
+// outage is the webhook unregistered and stopped for a scenario.
+type outage struct {
+	s    *Suite
+	back bool
+}
+
+// webhookOutage removes the registration and stops the webhook (a
+// scenario that heals what was admitted without it).
+func (s *Suite) webhookOutage(ctx context.Context) (*outage, error) {
+	if err := s.cp.Unregister(ctx, s.mwc.GetName()); err != nil {
+		return nil, err
+	}
+	s.wh.Stop()
+	return &outage{s: s}, nil
+}
+
+// over: the scenario brought the webhook back itself.
+func (o *outage) over() { o.back = true }
+
+// restore (deferred) brings the shipped registration and the webhook back
+// unless the scenario did.
+func (o *outage) restore() {
+	if !o.back {
+		_ = o.s.needWebhook(context.Background())
+	}
+}

@@ -36,16 +36,11 @@ func scenarioSyncHeal(ctx context.Context, s *Suite) error {
 	}
 	defer c.Stop()
 
-	if err := s.cp.Unregister(ctx, s.mwc.GetName()); err != nil {
+	out, err := s.webhookOutage(ctx)
+	if err != nil {
 		return err
 	}
-	s.wh.Stop()
-	restored := false
-	defer func() {
-		if !restored {
-			_ = s.needWebhook(ctx)
-		}
-	}()
+	defer out.restore()
 	if err := s.apply(ctx, NewServer(ns, server, scName, 1, nil)); err != nil {
 		return err
 	}
@@ -62,7 +57,7 @@ func scenarioSyncHeal(ctx context.Context, s *Suite) error {
 	if err := s.wh.Start(); err != nil {
 		return err
 	}
-	restored = true
+	out.over()
 	team := s.teamImages(ns, "mlserver", scName)
 	took, imgs, err := s.waitImages(ctx, ns, server, team, 60*time.Second)
 	s.r.Check("sync-heal/healed-at-start", err == nil, "team images %s after the webhook (with --sync) started: %s %v", secs(took), imgs, err)

@@ -9,10 +9,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/banzaicloud/k8s-objectmatcher/patch"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -319,44 +321,8 @@ func (si *StandIn) writeStatefulSet(ctx context.Context, desired *appsv1.Statefu
 	if err != nil {
 		return nil, nil, "", "", err
 	}
-	api := kube.AppsV1().StatefulSets(desired.Namespace)
-	found, err := api.Get(ctx, desired.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		sent = desired.DeepCopy()
-		si.Creates.Add(1)
-		si.logWrite(force, "create StatefulSet %s/%s", desired.Namespace, desired.Name)
-		stored, err = api.Create(ctx, sent.DeepCopy(), metav1.CreateOptions{})
-		return sent, stored, "create", "", err
-	}
-	if err != nil {
-		return nil, nil, "", "", err
-	}
-	res, err := standinPatchMaker.Calculate(found, desired, standinSTSOptions...)
-	if err != nil {
-		return nil, nil, "", "", err
-	}
-	sent = desired.DeepCopy()
-	sent.Status = found.Status
-	if res.IsEmpty() && !force {
-		si.NoChange.Add(1)
-		return nil, found, "no-change", "", nil
-	}
-	if !res.IsEmpty() {
-		patchText = string(res.Patch)
-	}
-	delete(sent.Annotations, lastAppliedAnnotation)
-	if err := lastApplied.SetLastAppliedAnnotation(sent); err != nil {
-		return nil, nil, "", "", err
-	}
-	if force {
-		keepStoredLastApplied(sent.Annotations, found.Annotations)
-	}
-	// after the annotation, as Seldon does ("to also avoid false differences")
-	sent.ResourceVersion = found.ResourceVersion
-	si.Updates.Add(1)
-	si.logWrite(force, "full Update of StatefulSet %s/%s (objectmatcher patch %s)", desired.Namespace, desired.Name, oneLine(patchText))
-	stored, err = api.Update(ctx, sent.DeepCopy(), metav1.UpdateOptions{})
-	return sent, stored, "update", patchText, err
+	return writeWorkload(ctx, si, kube.AppsV1().StatefulSets(desired.Namespace), "StatefulSet", desired, force, standinSTSOptions,
+		func(sent, found *appsv1.StatefulSet) { sent.Status = found.Status })
 }
 
 // writeDeployment is 2.10.2's ServerDeploymentReconciler.Reconcile.
@@ -365,41 +331,66 @@ func (si *StandIn) writeDeployment(ctx context.Context, desired *appsv1.Deployme
 	if err != nil {
 		return nil, nil, "", "", err
 	}
-	api := kube.AppsV1().Deployments(desired.Namespace)
-	found, err := api.Get(ctx, desired.Name, metav1.GetOptions{})
+	return writeWorkload(ctx, si, kube.AppsV1().Deployments(desired.Namespace), "Deployment", desired, force, standinDeploymentOptions,
+		func(sent, found *appsv1.Deployment) { sent.Status = found.Status })
+}
+
+// workloadObject is a typed workload (*appsv1.StatefulSet, *appsv1.Deployment).
+type workloadObject[T any] interface {
+	runtime.Object
+	metav1.Object
+	DeepCopy() T
+}
+
+// workloadClient is the typed client of one workload kind in a namespace.
+type workloadClient[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+// writeWorkload is what both reconcilers do with their desired object:
+// create it when missing; else compare with objectmatcher (the kind's
+// options) and, on a difference (or when forced), send a full Update with
+// the stored status and a fresh seldon.io/last-applied.
+func writeWorkload[T workloadObject[T]](ctx context.Context, si *StandIn, api workloadClient[T], kind string, desired T, force bool,
+	opts []patch.CalculateOption, keepStatus func(sent, found T)) (sent, stored T, op, patchText string, err error) {
+	var none T
+	found, err := api.Get(ctx, desired.GetName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		sent = desired.DeepCopy()
 		si.Creates.Add(1)
-		si.logWrite(force, "create Deployment %s/%s", desired.Namespace, desired.Name)
+		si.logWrite(force, "create %s %s/%s", kind, desired.GetNamespace(), desired.GetName())
 		stored, err = api.Create(ctx, sent.DeepCopy(), metav1.CreateOptions{})
 		return sent, stored, "create", "", err
 	}
 	if err != nil {
-		return nil, nil, "", "", err
+		return none, none, "", "", err
 	}
-	res, err := standinPatchMaker.Calculate(found, desired, standinDeploymentOptions...)
+	res, err := standinPatchMaker.Calculate(found, desired, opts...)
 	if err != nil {
-		return nil, nil, "", "", err
+		return none, none, "", "", err
 	}
 	sent = desired.DeepCopy()
-	sent.Status = found.Status
+	keepStatus(sent, found)
 	if res.IsEmpty() && !force {
 		si.NoChange.Add(1)
-		return nil, found, "no-change", "", nil
+		return none, found, "no-change", "", nil
 	}
 	if !res.IsEmpty() {
 		patchText = string(res.Patch)
 	}
-	delete(sent.Annotations, lastAppliedAnnotation)
+	delete(sent.GetAnnotations(), lastAppliedAnnotation)
 	if err := lastApplied.SetLastAppliedAnnotation(sent); err != nil {
-		return nil, nil, "", "", err
+		return none, none, "", "", err
 	}
 	if force {
-		keepStoredLastApplied(sent.Annotations, found.Annotations)
+		keepStoredLastApplied(sent.GetAnnotations(), found.GetAnnotations())
 	}
-	sent.ResourceVersion = found.ResourceVersion
+	// after the annotation, as Seldon does ("to also avoid false differences")
+	sent.SetResourceVersion(found.GetResourceVersion())
 	si.Updates.Add(1)
-	si.logWrite(force, "full Update of Deployment %s/%s (objectmatcher patch %s)", desired.Namespace, desired.Name, oneLine(patchText))
+	si.logWrite(force, "full Update of %s %s/%s (objectmatcher patch %s)", kind, desired.GetNamespace(), desired.GetName(), oneLine(patchText))
 	stored, err = api.Update(ctx, sent.DeepCopy(), metav1.UpdateOptions{})
 	return sent, stored, "update", patchText, err
 }
