@@ -644,13 +644,13 @@ fn verification_checks_images_and_pods() {
     );
     let exp = Ok(want.clone());
     // (what, StatefulSet, uid of the Server, ok); the support StatefulSet's
-    // controller ownerReference has uid 1111-2222
+    // controller ownerReference names the Server's uid, u2
     let cases = vec![
-        ("team images", Some(&good_sts), "1111-2222", true),
+        ("team images", Some(&good_sts), "u2", true),
         ("Server uid not known", Some(&good_sts), "", true),
-        ("a deleted Server's leftover", Some(&good_sts), "u2", false),
-        ("released images", Some(&wrong_sts), "1111-2222", false),
-        ("none", None, "1111-2222", false),
+        ("a deleted Server's leftover", Some(&good_sts), "u3", false),
+        ("released images", Some(&wrong_sts), "u2", false),
+        ("none", None, "u2", false),
     ];
     for (what, sts, uid, ok) in cases {
         let c = verify::statefulset("s", &exp, sts, uid);

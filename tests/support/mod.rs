@@ -82,13 +82,15 @@ pub fn controller_statefulset(server_v: &Value, config_v: &Value) -> Value {
     let d = desired(&server, &config);
     let ns = &server.meta.namespace;
     let name = &server.meta.name;
+    // the controller owner reference names this Server by uid too
+    let uid = server_v["metadata"]["uid"].as_str().unwrap_or("1111-2222");
     let mut annotations = json!(d.annotations);
     annotations["seldon.io/last-applied"] = json!("UEsDBBQACAAIAAAAAAAAAAAAAAAAAAAAAAA=");
     json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": ns, "labels": d.labels, "annotations": annotations,
             "ownerReferences": [{"apiVersion":"mlops.seldon.io/v1alpha1","kind":"Server","name":name,
-                "uid":"1111-2222","controller":true,"blockOwnerDeletion":true}]},
+                "uid":uid,"controller":true,"blockOwnerDeletion":true}]},
         "spec": {"serviceName": name, "replicas": 1, "podManagementPolicy": "Parallel",
             "selector": d.selector,
             "template": {"metadata": {"name": name, "namespace": ns, "creationTimestamp": null,
