@@ -168,19 +168,15 @@ pub struct Caches {
     configs: KindCache<ServerConfig>,
     ready: AtomicBool,
     metrics: Arc<Metrics>,
-    /// Bumped on every watch event, so the sync loop can react to changes.
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Every applied change, by object.
+    /// Every applied change, by object, so the sync loop can react to it.
     feed: tokio::sync::broadcast::Sender<Change>,
     misses: Misses,
 }
 
 /// Where a watch reports what it applied.
-#[derive(Clone)]
 struct Notify {
     kind: CachedKind,
     namespace: Option<String>,
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
     feed: tokio::sync::broadcast::Sender<Change>,
 }
 
@@ -203,7 +199,6 @@ impl Notify {
     }
 
     fn applied(&self, change: Option<Change>) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         if let Some(c) = change {
             // no subscriber (not leading) is not an error
             let _ = self.feed.send(c);
@@ -253,7 +248,6 @@ impl Caches {
         metrics: Arc<Metrics>,
     ) -> (Arc<Caches>, Vec<tokio::task::JoinHandle<()>>) {
         let mut tasks = Vec::new();
-        let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
         let feed = tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0;
         let mut make = |kind: CachedKind, resource: &ApiResource, with_controller_ns: bool| {
             let mut stores = Vec::new();
@@ -268,7 +262,6 @@ impl Caches {
                 let notify = Notify {
                     kind,
                     namespace: ns.clone(),
-                    changes: changes.clone(),
                     feed: feed.clone(),
                 };
                 let (store, fut) = start_watch(&client, resource, ns.as_deref(), notify);
@@ -279,13 +272,7 @@ impl Caches {
         };
         let server_stores = make(CachedKind::Server, &server_resource(), false);
         let config_stores = make(CachedKind::ServerConfig, &server_config_resource(), true);
-        let caches = Caches::new(
-            Some(client),
-            server_stores,
-            config_stores,
-            metrics,
-            (changes, feed),
-        );
+        let caches = Caches::new(Some(client), server_stores, config_stores, metrics, feed);
         let waiter = caches.clone();
         tasks.push(tokio::spawn(async move {
             waiter.synced().await;
@@ -330,10 +317,7 @@ impl Caches {
             vec![servers],
             vec![configs],
             metrics,
-            (
-                Arc::new(tokio::sync::watch::channel(0u64).0),
-                tokio::sync::broadcast::channel(1).0,
-            ),
+            tokio::sync::broadcast::channel(1).0,
         );
         caches.ready.store(true, Ordering::SeqCst);
         caches
@@ -345,10 +329,7 @@ impl Caches {
         server_stores: Vec<Arc<Store>>,
         config_stores: Vec<Arc<Store>>,
         metrics: Arc<Metrics>,
-        (changes, feed): (
-            Arc<tokio::sync::watch::Sender<u64>>,
-            tokio::sync::broadcast::Sender<Change>,
-        ),
+        feed: tokio::sync::broadcast::Sender<Change>,
     ) -> Arc<Caches> {
         Arc::new(Caches {
             client,
@@ -361,7 +342,6 @@ impl Caches {
             ),
             ready: AtomicBool::new(false),
             metrics,
-            changes,
             feed,
             misses: Misses::default(),
         })
@@ -370,11 +350,6 @@ impl Caches {
     /// Whether every watch has finished its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    /// A receiver that changes on every watch event of any cache.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
     }
 
     /// Every change the caches apply from now on, each sent after the store

@@ -372,7 +372,7 @@ async fn lead(ctx: Arc<Ctx>, until: impl std::future::Future<Output = ()> + Send
 /// Re-plans placeholders whenever a cache changes (debounced) and every minute.
 async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
-    let mut changes = ctx.caches.subscribe();
+    let mut feed = ctx.caches.change_feed();
     let mut backoff = Duration::from_secs(1);
     loop {
         while !ctx.caches.is_ready() {
@@ -399,10 +399,11 @@ async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output =
             }
         };
         tokio::select! {
-            _ = changes.changed() => {
-                // Debounce bursts (initial lists, many objects applied at once).
+            _ = feed.recv() => {
+                // Debounce bursts (initial lists, many objects applied at
+                // once); what arrived meanwhile is covered by the next pass.
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                changes.borrow_and_update();
+                feed = feed.resubscribe();
             }
             _ = tokio::time::sleep(wait) => {}
             _ = &mut stop => return,
@@ -805,6 +806,14 @@ fn cache_triggers<K: Workload>(
     })
     .flat_map(move |change| {
         let in_scope = |namespace: &str| ns.as_deref().is_none_or(|n| n == namespace);
+        let every_workload = |namespace: Option<&str>| -> Vec<ObjectRef<K>> {
+            store
+                .state()
+                .iter()
+                .filter(|w| namespace.is_none() || w.meta().namespace.as_deref() == namespace)
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect()
+        };
         let refs: Vec<ObjectRef<K>> = match change {
             Some(Change::Object { namespace, .. }) if !in_scope(&namespace) => Vec::new(),
             Some(Change::Object {
@@ -821,17 +830,8 @@ fn cache_triggers<K: Workload>(
                 .into_iter()
                 .map(|s| ObjectRef::new(&s.meta.name).within(&namespace))
                 .collect(),
-            Some(Change::Relisted { namespace, .. }) => store
-                .state()
-                .iter()
-                .filter(|w| namespace.is_none() || w.meta().namespace == namespace)
-                .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect(),
-            None => store
-                .state()
-                .iter()
-                .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect(),
+            Some(Change::Relisted { namespace, .. }) => every_workload(namespace.as_deref()),
+            None => every_workload(None),
         };
         futures::stream::iter(refs)
     })

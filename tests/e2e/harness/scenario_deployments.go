@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -57,15 +55,7 @@ func scenarioDeploymentsCreate(ctx context.Context, s *Suite) error {
 	})
 	sentContainers, mutated := -1, false
 	if len(evs) == 1 {
-		var o struct {
-			Spec struct {
-				Template struct {
-					Spec corev1.PodSpec `json:"spec"`
-				} `json:"template"`
-			} `json:"spec"`
-		}
-		_ = json.Unmarshal(evs[0].RequestObject, &o)
-		sentContainers = len(o.Spec.Template.Spec.Containers)
+		sentContainers = len(bodyPodSpec(evs[0].RequestObject).Containers)
 		for k, v := range evs[0].Annotations {
 			mutated = mutated || (strings.HasPrefix(k, "mutation.webhook.admission.k8s.io/") && strings.Contains(v, `"mutated":true`))
 		}

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -44,7 +43,7 @@ func scenarioOracle(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return err
 	}
-	warnings := &warningLog{}
+	warnings := &warningRecorder{}
 	manager, err := s.controllerIdentity(ctx, warnings)
 	if err != nil {
 		return err
@@ -121,7 +120,7 @@ func readObject(path string) (*unstructured.Unstructured, error) {
 }
 
 // oracleCase runs one case in a namespace of its own.
-func (s *Suite) oracleCase(ctx context.Context, manager dynamic.Interface, warnings *warningLog, c oracleCase) (int, string) {
+func (s *Suite) oracleCase(ctx context.Context, manager dynamic.Interface, warnings *warningRecorder, c oracleCase) (int, string) {
 	short := map[string]string{"v2.9.1": "sts", "v2.10.2-deployment": "dep"}[c.set]
 	ns := "oracle-" + short + "-" + c.name
 	if len(ns) > 63 {
@@ -334,25 +333,13 @@ func firstDifference(a, b string) string {
 	return fmt.Sprintf("stored ...%s... vs Seldon ...%s...", clip(a), clip(b))
 }
 
-// warningLog keeps the admission warnings of a client's requests.
-type warningLog struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (w *warningLog) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = append(w.seen, text)
-}
-
-func (w *warningLog) reset() {
+func (w *warningRecorder) reset() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.seen = nil
 }
 
-func (w *warningLog) all() string {
+func (w *warningRecorder) all() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return strings.Join(w.seen, " | ")

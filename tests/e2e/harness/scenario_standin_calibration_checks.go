@@ -20,8 +20,9 @@ import (
 // (the request is pre-mutation, the field manager), and what Seldon's code
 // does where the trace has no record (Services, Server status).
 
-// bodyImages: container name -> image of a workload body (audit JSON).
-func bodyImages(raw []byte) map[string]string {
+// bodyPodSpec is the pod template's spec of a workload body (audit JSON;
+// empty when it has none).
+func bodyPodSpec(raw []byte) corev1.PodSpec {
 	var o struct {
 		Spec struct {
 			Template struct {
@@ -30,7 +31,12 @@ func bodyImages(raw []byte) map[string]string {
 		} `json:"spec"`
 	}
 	_ = json.Unmarshal(raw, &o)
-	return templateImages(o.Spec.Template.Spec)
+	return o.Spec.Template.Spec
+}
+
+// bodyImages: container name -> image of a workload body (audit JSON).
+func bodyImages(raw []byte) map[string]string {
+	return templateImages(bodyPodSpec(raw))
 }
 
 func allEmpty(m map[string]string) bool {

@@ -435,7 +435,7 @@ func (si *StandIn) logWrite(force bool, format string, args ...any) {
 }
 
 // warningRecorder keeps the admission warnings the API server returned to
-// the stand-in (rest.WarningHandler).
+// a client (rest.WarningHandler): the stand-in's, the oracle's.
 type warningRecorder struct {
 	mu   sync.Mutex
 	seen []string
