@@ -8,6 +8,8 @@
 //! with `CORE_PROFILE_ITERS=<n>` runs that case n times without criterion,
 //! for `valgrind --tool=callgrind` (see BENCHMARKS.md, "Profile").
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 #[path = "support/mod.rs"]
 mod support;
 

@@ -9,6 +9,8 @@
 //! `target/bench-results/growth.json`. `GROWTH_NAMESPACES=10,100` and
 //! `GROWTH_SIZES=1,4` override the points.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 #[path = "support/mod.rs"]
 mod support;
 

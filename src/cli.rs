@@ -112,25 +112,70 @@ pub struct ServeArgs {
     pub max_inflight_bytes: usize,
 }
 
+/// The core's [`OnMissing`] as a flag value; the core itself knows no CLI
+/// crate, so the flag's names live here, next to the flag.
+impl ValueEnum for OnMissing {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[OnMissing::Allow, OnMissing::Deny, OnMissing::Auto]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let (name, help) = match self {
+            OnMissing::Allow => ("allow", "Keep the controller's object and add a warning"),
+            OnMissing::Deny => (
+                "deny",
+                "Reject the request with a message naming namespace and ServerConfig",
+            ),
+            OnMissing::Auto => (
+                "auto",
+                "Allow when the controller namespace holds a real (non-placeholder) ServerConfig of that name, deny otherwise",
+            ),
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
+    }
+}
+
+/// A flag value that does not parse; clap prints it after the flag's name.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// Not a size such as `48Mi`.
+    #[error("{0:?} is not a size (a number with Ki, Mi or Gi)")]
+    NotASize(String),
+    /// A size with a unit other than Ki, Mi, Gi.
+    #[error("{text:?}: unknown unit {unit:?} (use Ki, Mi or Gi)")]
+    UnknownUnit { text: String, unit: String },
+    /// A size of zero or past `usize`.
+    #[error("{0:?} is not a size greater than zero that fits in memory")]
+    SizeOutOfRange(String),
+    /// Not a duration such as `5s`.
+    #[error("{0:?} is not a duration like 500ms, 5s or 2m")]
+    NotADuration(String),
+}
+
 /// `123`, `64Ki`, `48Mi` or `1Gi` as a number of bytes.
-pub fn parse_bytes(s: &str) -> Result<usize, String> {
+pub fn parse_bytes(s: &str) -> Result<usize, FlagError> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, ""),
     };
     let n: usize = digits
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (a number with Ki, Mi or Gi)"))?;
+        .map_err(|_| FlagError::NotASize(s.to_string()))?;
     let factor: usize = match unit {
         "" => 1,
         "Ki" => 1 << 10,
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use Ki, Mi or Gi)")),
+        _ => {
+            return Err(FlagError::UnknownUnit {
+                text: s.to_string(),
+                unit: unit.to_string(),
+            })
+        }
     };
     n.checked_mul(factor)
         .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{s:?} is not a size greater than zero that fits in memory"))
+        .ok_or_else(|| FlagError::SizeOutOfRange(s.to_string()))
 }
 
 /// Where Seldon runs and what the webhook watches (shared by `serve`, `sync`).
@@ -367,35 +412,48 @@ fn parse_kind(s: &str) -> Result<crate::migrate::plan::Kind, String> {
 }
 
 /// Parses "250ms", "5s", "2m" or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, FlagError> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, "s"), |i| (&s[..i], &s[i..]));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+        .map_err(|_| FlagError::NotADuration(s.to_string()))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
+        _ => Err(FlagError::NotADuration(s.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{parse_bytes, OnMissing, ValueEnum};
+
+    #[test]
+    fn on_missing_flag_names_are_the_serialized_names() {
+        for v in OnMissing::value_variants() {
+            let flag = v.to_possible_value().map(|p| p.get_name().to_string());
+            let serialized = serde_json::to_value(v).ok();
+            assert_eq!(
+                flag.as_deref(),
+                serialized.as_ref().and_then(|s| s.as_str()),
+                "{v:?}"
+            );
+        }
+    }
 
     #[test]
     fn sizes_table() {
         for (text, want) in [
-            ("1", Ok(1)),
+            ("1", Ok::<usize, ()>(1)),
             ("64Ki", Ok(64 << 10)),
             ("48Mi", Ok(48 << 20)),
             ("1Gi", Ok(1 << 30)),
         ] {
-            assert_eq!(parse_bytes(text), want, "{text}");
+            assert_eq!(parse_bytes(text).ok(), want.ok(), "{text}");
         }
         for bad in ["", "0", "12MB", "Mi", "-1", "1.5Mi"] {
             assert!(parse_bytes(bad).is_err(), "{bad:?} accepted");

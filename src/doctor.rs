@@ -15,22 +15,54 @@ use kube::Client;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cache::{server_config_resource, server_resource, Namespaces};
+use std::sync::Arc;
+
+use crate::cache::inputs::{Lookups, Misses};
+use crate::cache::{server_config_resource, server_resource, Caches, Namespaces};
 use crate::core::desired::{desired, differences, mounts_without_volume};
 use crate::core::model::{Server, ServerConfig};
 use crate::core::mutate::{Settings, WorkloadKind};
 use crate::core::placeholder::{placeholder_state, PlaceholderState};
+use crate::core::plan::{workload_action, WorkloadAction};
+use crate::metrics::Metrics;
 use crate::seldon_controller::{read_deployment, ControllerWatch};
-use crate::sync::plan::{workload_action, WorkloadAction};
 
 /// One finding.
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
     /// What was checked (a Server `ns/name`, or an environment item).
     pub subject: String,
-    /// `ok`, `warn` or `fail`.
-    pub status: &'static str,
+    pub status: Status,
     pub detail: String,
+}
+
+/// How a check came out; serialised (and printed) as `ok`, `warn`, `fail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// As it should be.
+    Ok,
+    /// Works, but worth a look (the report stays healthy).
+    Warn,
+    /// Broken: `doctor` exits 1.
+    Fail,
+}
+
+impl Status {
+    /// The word the table and the JSON use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The whole report.
@@ -46,7 +78,7 @@ impl Report {
         self.servers
             .iter()
             .chain(&self.environment)
-            .all(|c| c.status != "fail")
+            .all(|c| c.status != Status::Fail)
     }
 
     /// Human-readable table.
@@ -97,7 +129,7 @@ pub struct DoctorConfig {
     pub controller_deployment: String,
 }
 
-fn check(subject: impl Into<String>, status: &'static str, detail: impl Into<String>) -> Check {
+fn check(subject: impl Into<String>, status: Status, detail: impl Into<String>) -> Check {
     Check {
         subject: subject.into(),
         status,
@@ -112,13 +144,83 @@ fn dyn_api(client: &Client, ns: Option<&str>, r: &kube::api::ApiResource) -> Api
     }
 }
 
-async fn list_values(api: &Api<DynamicObject>) -> Result<Vec<Value>, kube::Error> {
-    let list = api.list(&ListParams::default()).await?;
+/// Every object of `resource` in `ns` (all namespaces when `None`), with
+/// its type set (the snapshot caches sort objects by kind).
+async fn list_objects(
+    client: &Client,
+    ns: Option<&str>,
+    resource: &kube::api::ApiResource,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let list = dyn_api(client, ns, resource)
+        .list(&ListParams::default())
+        .await?;
     Ok(list
         .items
-        .iter()
-        .filter_map(|o| serde_json::to_value(o).ok())
+        .into_iter()
+        .map(|mut o| {
+            o.types = Some(kube::api::TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            });
+            o
+        })
         .collect())
+}
+
+/// What `doctor` read of the cluster's Servers and ServerConfigs: the
+/// parsed objects for the environment checks, and the same objects as
+/// snapshot caches for the one lookup layer the webhook uses.
+struct Snapshot {
+    servers: Vec<Server>,
+    configs: BTreeMap<(String, String), ServerConfig>,
+    caches: Arc<Caches>,
+}
+
+/// Lists the Servers and ServerConfigs doctor looks at (the watched
+/// namespaces, plus the controller namespace's ServerConfigs); an object
+/// that cannot be read is a failed check.
+async fn read_snapshot(
+    client: &Client,
+    scopes: &[Option<String>],
+    ctl: &str,
+    failed: &mut Vec<Check>,
+) -> Result<Snapshot, kube::Error> {
+    let mut objects = Vec::new();
+    for ns in scopes {
+        objects.extend(list_objects(client, ns.as_deref(), &server_resource()).await?);
+        objects.extend(list_objects(client, ns.as_deref(), &server_config_resource()).await?);
+    }
+    let controller_configs = list_objects(client, Some(ctl), &server_config_resource()).await?;
+    let (mut servers, mut configs) = (Vec::new(), BTreeMap::new());
+    for o in &objects {
+        let Ok(v) = serde_json::to_value(o) else {
+            continue;
+        };
+        let parsed = match o.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("Server") => Server::from_value(&v).map(|s| servers.push(s)),
+            _ => ServerConfig::from_value(&v).map(|c| {
+                configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
+            }),
+        };
+        if let Err(e) = parsed {
+            failed.push(check("?", Status::Fail, e.to_string()));
+        }
+    }
+    for o in &controller_configs {
+        if let Some(c) = serde_json::to_value(o)
+            .ok()
+            .and_then(|v| ServerConfig::from_value(&v).ok())
+        {
+            configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
+        }
+    }
+    objects.extend(controller_configs);
+    let caches = Caches::from_objects(objects, Arc::new(Metrics::new()));
+    Ok(Snapshot {
+        servers,
+        configs,
+        caches,
+    })
 }
 
 /// Runs every check.
@@ -129,34 +231,17 @@ pub async fn run(client: Client, cfg: &DoctorConfig) -> anyhow::Result<Report> {
         Namespaces::All => vec![None],
         Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
     };
-    let mut servers = Vec::new();
-    let mut configs: BTreeMap<(String, String), ServerConfig> = BTreeMap::new();
-    for ns in &scopes {
-        for v in list_values(&dyn_api(&client, ns.as_deref(), &server_resource())).await? {
-            match Server::from_value(&v) {
-                Ok(s) => servers.push(s),
-                Err(e) => report.servers.push(check("?", "fail", e.to_string())),
-            }
-        }
-        for v in list_values(&dyn_api(&client, ns.as_deref(), &server_config_resource())).await? {
-            match ServerConfig::from_value(&v) {
-                Ok(c) => {
-                    configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
-                }
-                Err(e) => report.servers.push(check("?", "fail", e.to_string())),
-            }
-        }
-    }
-    for v in list_values(&dyn_api(&client, Some(&ctl), &server_config_resource())).await? {
-        if let Ok(c) = ServerConfig::from_value(&v) {
-            configs.insert((c.meta.namespace.clone(), c.meta.name.clone()), c);
-        }
-    }
+    let Snapshot {
+        servers,
+        configs,
+        caches,
+    } = read_snapshot(&client, &scopes, &ctl, &mut report.servers).await?;
+    let lookups = Lookups::new(&caches, &ctl, Misses::CacheOnly);
     let server_namespaces: Vec<String> = servers.iter().map(|s| s.meta.namespace.clone()).collect();
     for s in servers.iter().filter(|s| s.meta.namespace != ctl) {
         report
             .servers
-            .push(server_check(&client, s, &configs, &cfg.settings).await);
+            .push(server_check(&client, s, &lookups, &cfg.settings).await);
     }
     placeholder_checks(&configs, &ctl, &mut report.environment);
     let controller = read_deployment(&client, &ctl, &cfg.controller_deployment).await;
@@ -182,23 +267,24 @@ pub async fn run(client: Client, cfg: &DoctorConfig) -> anyhow::Result<Report> {
 async fn server_check(
     client: &Client,
     s: &Server,
-    configs: &BTreeMap<(String, String), ServerConfig>,
+    lookups: &Lookups<'_>,
     settings: &Settings,
 ) -> Check {
     let ns = &s.meta.namespace;
     let subject = format!("{ns}/{}", s.meta.name);
     let ctl = &settings.controller_namespace;
     let sc = &s.server_config;
-    let Some(config) = configs.get(&(ns.clone(), sc.clone())) else {
+    let found = lookups.for_server(ns, &s.meta.name).await;
+    let Some(config) = found.config() else {
         return check(
             subject,
-            "fail",
+            Status::Fail,
             format!("uses ServerConfig {sc:?}, which does not exist in {ns}"),
         );
     };
-    let ctl_config = configs.get(&(ctl.clone(), sc.clone()));
+    let ctl_config = found.controller_config();
     let placeholder = match ctl_config {
-        None => return check(subject, "fail", format!(
+        None => return check(subject, Status::Fail, format!(
             "no ServerConfig {sc:?} in {ctl}: the stock controller builds nothing (run the sync loop to keep a placeholder)")),
         Some(c) => match placeholder_state(c) {
             Some(PlaceholderState::Ours) => "placeholder in place",
@@ -217,12 +303,12 @@ async fn server_check(
         },
     };
     let Some(workload) = workload else {
-        return check(subject, "fail", format!("ServerConfig {ns}/{sc} found, {placeholder}, but no StatefulSet or Deployment exists yet"));
+        return check(subject, Status::Fail, format!("ServerConfig {ns}/{sc} found, {placeholder}, but no StatefulSet or Deployment exists yet"));
     };
     match workload_action(kind, &workload, s, Some(config), ctl_config, settings) {
         WorkloadAction::Nothing => check(
             subject,
-            "ok",
+            Status::Ok,
             format!("pod template matches ServerConfig {ns}/{sc}; {placeholder}"),
         ),
         other => {
@@ -234,7 +320,7 @@ async fn server_check(
             };
             check(
                 subject,
-                "fail",
+                Status::Fail,
                 format!(
                     "pod template {what}; containers that differ: {}",
                     differing.join(", ")
@@ -264,9 +350,9 @@ fn placeholder_checks(
     let subject = format!("placeholders in {ctl}");
     let kept = format!("{} kept by the sync loop ({legacy} of an earlier release's shape, rewritten by the sync loop)", ours + legacy);
     out.push(if adopted.is_empty() {
-        check(subject, "ok", kept)
+        check(subject, Status::Ok, kept)
     } else {
-        check(subject, "warn", format!(
+        check(subject, Status::Warn, format!(
             "{kept}; adopted (labelled but changed by someone else, never modified or deleted by the sync loop; remove the label to make it a plain ServerConfig): {}",
             adopted.join(", ")))
     });
@@ -312,13 +398,13 @@ fn deployment_mode_checks(
     out.push(if problems.is_empty() {
         check(
             subject,
-            "ok",
+            Status::Ok,
             "every ServerConfig in use defines the volumes its containers mount",
         )
     } else {
         check(
             subject,
-            "fail",
+            Status::Fail,
             format!(
                 "the API server refuses these Deployments (volumeMounts[].name: Not found): {}",
                 problems.join("; ")
@@ -349,9 +435,9 @@ async fn scheduler_checks(
     }
     let subject = "seldon-scheduler per namespace";
     out.push(if missing.is_empty() {
-        check(subject, "ok", format!("a seldon-scheduler Service in each of the {} namespaces with Servers", namespaces.len()))
+        check(subject, Status::Ok, format!("a seldon-scheduler Service in each of the {} namespaces with Servers", namespaces.len()))
     } else {
-        check(subject, "fail", format!(
+        check(subject, Status::Fail, format!(
             "no seldon-scheduler Service in {}: the stock controller dials seldon-scheduler.<Server namespace>:9004, so install Seldon's runtime there (the seed's Pattern 1)",
             missing.join(", ")))
     });
@@ -370,13 +456,13 @@ fn controller_checks(
         Ok(None) => {
             out.push(check(
                 subject,
-                "warn",
+                Status::Warn,
                 "Seldon controller Deployment not found; pass --controller-deployment",
             ));
             return;
         }
         Err(e) => {
-            out.push(check(subject, "warn", format!("cannot read: {e}")));
+            out.push(check(subject, Status::Warn, format!("cannot read: {e}")));
             return;
         }
     };
@@ -386,7 +472,7 @@ fn controller_checks(
         ..
     }) = ControllerWatch::from_deployment(&dep)
     else {
-        out.push(check(subject, "warn", "no container"));
+        out.push(check(subject, Status::Warn, "no container"));
         return;
     };
     let app_ns: Vec<&String> = server_namespaces
@@ -396,27 +482,27 @@ fn controller_checks(
         .into_iter()
         .collect();
     if !clusterwide && !watch.is_empty() {
-        out.push(check(subject, "fail", format!(
+        out.push(check(subject, Status::Fail, format!(
             "--watch-namespaces={} is IGNORED because --clusterwide=false (the seed's trap): set controller.clusterwide=true", watch.join(","))));
     } else if !clusterwide && !app_ns.is_empty() {
-        out.push(check(subject, "fail", "--clusterwide=false: the controller only watches its own namespace, so Servers in application namespaces are never built"));
+        out.push(check(subject, Status::Fail, "--clusterwide=false: the controller only watches its own namespace, so Servers in application namespaces are never built"));
     } else if clusterwide && !watch.is_empty() {
         let missing: Vec<&&String> = app_ns.iter().filter(|n| !watch.contains(n)).collect();
         if missing.is_empty() {
             out.push(check(
                 subject,
-                "ok",
+                Status::Ok,
                 format!("clusterwide, watching {}", watch.join(",")),
             ));
         } else {
             out.push(check(
                 subject,
-                "fail",
+                Status::Fail,
                 format!("Servers in namespaces the controller does not watch: {missing:?}"),
             ));
         }
     } else {
-        out.push(check(subject, "ok", "clusterwide, all namespaces"));
+        out.push(check(subject, Status::Ok, "clusterwide, all namespaces"));
     }
 }
 
@@ -459,18 +545,22 @@ async fn webhook_checks(
         Ok(None) => {
             out.push(check(
                 subject,
-                "fail",
+                Status::Fail,
                 "MutatingWebhookConfiguration not found",
             ));
             return;
         }
         Err(e) => {
-            out.push(check(subject, "fail", format!("cannot read: {e}")));
+            out.push(check(subject, Status::Fail, format!("cannot read: {e}")));
             return;
         }
     };
     let Some(hook) = mwc.webhooks.as_ref().and_then(|w| w.first()) else {
-        out.push(check(subject, "fail", "no webhooks in the configuration"));
+        out.push(check(
+            subject,
+            Status::Fail,
+            "no webhooks in the configuration",
+        ));
         return;
     };
     let has_ca = hook
@@ -478,10 +568,10 @@ async fn webhook_checks(
         .ca_bundle
         .as_ref()
         .is_some_and(|b| !b.0.is_empty());
-    out.push(check(format!("{subject} caBundle"), if has_ca { "ok" } else { "fail" },
+    out.push(check(format!("{subject} caBundle"), if has_ca { Status::Ok } else { Status::Fail },
         if has_ca { "present" } else { "empty: the API server cannot verify the webhook (is cert-manager's cainjector running?)" }));
     let fp = hook.failure_policy.clone().unwrap_or_else(|| "Fail".into());
-    out.push(check(format!("{subject} failurePolicy"), if fp == "Fail" { "ok" } else { "warn" },
+    out.push(check(format!("{subject} failurePolicy"), if fp == "Fail" { Status::Ok } else { Status::Warn },
         if fp == "Fail" { "Fail".to_string() } else { format!("{fp}: objects admitted while the webhook is down keep the controller's images until healed") }));
     let ns_api: Api<Namespace> = Api::all(client.clone());
     let mut uncovered = Vec::new();
@@ -506,13 +596,13 @@ async fn webhook_checks(
     out.push(if uncovered.is_empty() {
         check(
             format!("{subject} namespaces"),
-            "ok",
+            Status::Ok,
             "namespaceSelector covers every namespace with Servers",
         )
     } else {
         check(
             format!("{subject} namespaces"),
-            "fail",
+            Status::Fail,
             format!("namespaceSelector misses {}", uncovered.join(",")),
         )
     });
@@ -580,7 +670,7 @@ async fn rbac_checks(client: &Client, cfg: &DoctorConfig, out: &mut Vec<Check>) 
             Err(e) => {
                 out.push(check(
                     format!("rbac {user}"),
-                    "warn",
+                    Status::Warn,
                     format!("cannot check (needs permission to create SubjectAccessReviews): {e}"),
                 ));
                 return;
@@ -590,13 +680,13 @@ async fn rbac_checks(client: &Client, cfg: &DoctorConfig, out: &mut Vec<Check>) 
     out.push(if missing.is_empty() {
         check(
             format!("rbac {user}"),
-            "ok",
+            Status::Ok,
             "can do everything the webhook and sync loop need",
         )
     } else {
         check(
             format!("rbac {user}"),
-            "fail",
+            Status::Fail,
             format!("missing: {}", missing.join("; ")),
         )
     });
@@ -634,11 +724,12 @@ mod tests {
     #[test]
     fn report_is_unhealthy_on_any_failure() {
         let mut r = Report::default();
-        r.servers.push(check("a/m", "ok", "fine"));
-        r.environment.push(check("webhook", "warn", "meh"));
+        r.servers.push(check("a/m", Status::Ok, "fine"));
+        r.environment.push(check("webhook", Status::Warn, "meh"));
         assert!(r.healthy());
         assert!(r.table().ends_with("healthy\n"));
-        r.environment.push(check("controller", "fail", "trap"));
+        r.environment
+            .push(check("controller", Status::Fail, "trap"));
         assert!(!r.healthy());
         assert!(r.table().contains("PROBLEMS FOUND"));
     }

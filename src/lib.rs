@@ -13,4 +13,5 @@ pub mod migrate;
 pub mod render;
 pub mod seldon_controller;
 pub mod server;
+pub mod shutdown;
 pub mod sync;

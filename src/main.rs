@@ -14,7 +14,9 @@ use serverconfig_webhook::cli::{
 use serverconfig_webhook::core::mutate::Settings;
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{self, tls, Limits, Readiness};
+use serverconfig_webhook::shutdown::{cancel_on_signals, Shutdown};
 use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
+use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's allocator: the admission path makes
 /// many small JSON allocations (37 % of CPU in glibc malloc/free under
@@ -28,12 +30,15 @@ use serverconfig_webhook::{certs, doctor, migrate, render};
 /// Once the caches hold their first full lists, returns to the OS the
 /// memory that decoding them used: mimalloc purges freed memory only when
 /// some thread allocates again, and an idle process does not.
-fn release_memory_after_sync(caches: Arc<Caches>) {
-    tokio::spawn(async move {
+fn release_memory_after_sync(caches: Arc<Caches>, shutdown: &Shutdown) {
+    shutdown.spawn_until_cancelled(async move {
         caches.synced().await;
         // SAFETY: `mi_collect` has no preconditions; `true` also purges
         // the freed memory of every arena at once.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+        #[allow(unsafe_code)] // the one exception to the crate's `unsafe_code = "deny"`
+        unsafe {
+            libmimalloc_sys::mi_collect(true)
+        };
         tracing::debug!("freed memory returned to the OS after the initial list");
     });
 }
@@ -202,23 +207,57 @@ fn settings(cluster: &ClusterArgs) -> Settings {
     }
 }
 
-/// Starts the sync loop in the background; flip the sender to stop it.
-fn spawn_sync(
+/// How long the background tasks (caches, sync loop and its lease, TLS
+/// reload) get to stop once the server has drained.
+const BACKGROUND_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The caches and, with `sync`, the sync loop: the background both `serve`
+/// and `sync` run, on `shutdown`'s tasks.
+fn start_background(
     client: kube::Client,
-    caches: Arc<Caches>,
-    cfg: SyncConfig,
-    metrics: Arc<Metrics>,
-) -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let handle = tokio::spawn(sync::run(client, caches, cfg, metrics, stop_rx));
-    (stop_tx, handle)
+    cluster: &ClusterArgs,
+    sync: Option<&SyncArgs>,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Arc<Caches> {
+    let caches = Caches::start(
+        client.clone(),
+        &cluster.namespaces(),
+        &cluster.controller_namespace,
+        metrics.clone(),
+        shutdown,
+    );
+    release_memory_after_sync(caches.clone(), shutdown);
+    if let Some(args) = sync {
+        shutdown.spawn(sync::run(
+            client,
+            caches.clone(),
+            sync_config(cluster, args),
+            metrics.clone(),
+            shutdown.token(),
+        ));
+    }
+    caches
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+/// Stops the background after the server drained, saying so when some
+/// task outlived [`BACKGROUND_DRAIN`].
+async fn stop_background(shutdown: &Shutdown) {
+    if !shutdown.drain(BACKGROUND_DRAIN).await {
+        tracing::warn!(
+            timeout_s = BACKGROUND_DRAIN.as_secs(),
+            "background tasks still running after the drain timeout; exiting anyway"
+        );
+    }
+}
+
+/// The serving certificate, loaded once and then reloaded on `shutdown`'s
+/// tasks; the rustls configuration that reads it.
+fn start_tls(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(Arc<tls::CertStore>, rustls::ServerConfig)> {
     let cert_files = tls::CertFiles {
         cert: args.tls_cert_file.clone(),
         key: args.tls_key_file.clone(),
@@ -228,30 +267,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cert_store = Arc::new(tls::CertStore::default());
     let fingerprint = tls::initial_load(&cert_store, &cert_files)?;
     let tls_config = tls::server_config(cert_store.clone(), cert_files.client_ca.as_deref())?;
-    tokio::spawn(tls::reload_loop(
+    shutdown.spawn_until_cancelled(tls::reload_loop(
         cert_store.clone(),
         cert_files,
         fingerprint,
         metrics.clone(),
     ));
+    Ok((cert_store, tls_config))
+}
 
-    let namespaces = args.cluster.namespaces();
+fn server_limits(args: &ServeArgs) -> Limits {
+    Limits {
+        shutdown_delay: args.shutdown_delay,
+        drain_timeout: args.drain_timeout,
+        max_connections: args.max_connections,
+        max_inflight_bytes: args.max_inflight_bytes,
+        ..Limits::default()
+    }
+}
+
+/// `serve`: TLS, caches, optionally the sync loop, then the server until
+/// a signal; the server drains first, the background after it.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let background = Shutdown::new();
+    let requested = CancellationToken::new();
+    let _signals = cancel_on_signals(requested.clone());
+    let (cert_store, tls_config) = start_tls(&args, &metrics, &background)?;
     let client = kube_client().await?;
-    let (caches, _tasks) = Caches::start(
-        client.clone(),
-        &namespaces,
-        &args.cluster.controller_namespace,
-        metrics.clone(),
-    );
-    release_memory_after_sync(caches.clone());
-    let sync = args.sync.then(|| {
-        spawn_sync(
-            client,
-            caches.clone(),
-            sync_config(&args.cluster, &args.sync_args),
-            metrics.clone(),
-        )
-    });
+    let sync = args.sync.then_some(&args.sync_args);
+    let caches = start_background(client, &args.cluster, sync, &metrics, &background);
     let admission = Arc::new(Admission {
         desired: Default::default(),
         settings: settings(&args.cluster),
@@ -259,30 +304,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     });
     let readiness = Readiness::new(caches, cert_store);
-    let limits = Limits {
-        shutdown_delay: args.shutdown_delay,
-        drain_timeout: args.drain_timeout,
-        max_connections: args.max_connections,
-        max_inflight_bytes: args.max_inflight_bytes,
-        ..Limits::default()
-    };
     let srv = server::Server::bind(
         args.listen_addr,
         parse_metrics_addr(&args.metrics_addr)?,
         tls_config,
         admission,
         readiness,
-        limits,
+        server_limits(&args),
     )
     .await?;
-    tracing::info!(addr = %srv.local_addr()?, metrics = ?srv.metrics_addr(), ?namespaces,
+    tracing::info!(addr = %srv.local_addr()?, metrics = ?srv.metrics_addr(), namespaces = ?args.cluster.namespaces(),
         controller_namespace = %args.cluster.controller_namespace, on_missing = ?args.cluster.on_missing,
         sync = args.sync, "serving");
-    let result = srv.run(server::shutdown_signal()).await;
-    if let Some((stop, handle)) = sync {
-        let _ = stop.send(true);
-        let _ = handle.await;
-    }
+    let result = srv.run(requested).await;
+    stop_background(&background).await;
     result
 }
 
@@ -294,27 +329,22 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let metrics = Arc::new(Metrics::new());
-        let client = kube_client().await?;
-        let namespaces = args.cluster.namespaces();
-        let (caches, _tasks) = Caches::start(
-            client.clone(),
-            &namespaces,
-            &args.cluster.controller_namespace,
-            metrics.clone(),
-        );
-        release_memory_after_sync(caches.clone());
+        let background = Shutdown::new();
+        let requested = CancellationToken::new();
+        let _signals = cancel_on_signals(requested.clone());
         let metrics_addr = parse_metrics_addr(&args.metrics_addr)?;
-        let (stop, handle) = spawn_sync(
+        let client = kube_client().await?;
+        let caches = start_background(
             client,
-            caches.clone(),
-            sync_config(&args.cluster, &args.sync_args),
-            metrics.clone(),
+            &args.cluster,
+            Some(&args.sync_args),
+            &metrics,
+            &background,
         );
-        tracing::info!(?namespaces, controller_namespace = %args.cluster.controller_namespace, "sync loop running");
-        server::serve_metrics_until(metrics_addr, metrics, caches, server::shutdown_signal()).await?;
-        let _ = stop.send(true);
-        let _ = handle.await;
-        anyhow::Ok(())
+        tracing::info!(namespaces = ?args.cluster.namespaces(), controller_namespace = %args.cluster.controller_namespace, "sync loop running");
+        let served = server::serve_metrics_until(metrics_addr, metrics, caches, requested).await;
+        stop_background(&background).await;
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,19 +2,105 @@
 //! same core as `serve`. For GitOps pipelines and support engineers.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::core::model::{Server, ServerConfig};
+use crate::core::model::{ModelError, Server, ServerConfig};
 use crate::core::mutate::{
-    decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope, Settings,
+    decide, scope, Decision, Gvk, Inputs, OnMissing, Operation, Scope, Settings, WorkloadKind,
 };
 
 /// A bad input: exit code 2 with this one sentence.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
+pub enum InputError {
+    /// The file could not be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Past [`MAX_INPUT_BYTES`].
+    #[error("{} is larger than {} MiB; give one Kubernetes object", path.display(), MAX_INPUT_BYTES >> 20)]
+    TooLarge { path: PathBuf },
+    /// Not UTF-8.
+    #[error("{}: not UTF-8 text: {source}", path.display())]
+    NotText {
+        path: PathBuf,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    /// Not exactly one YAML or JSON document.
+    #[error("{}: {source}", path.display())]
+    Document {
+        path: PathBuf,
+        #[source]
+        source: DocumentError,
+    },
+    /// `--statefulset` is some other kind.
+    #[error(
+        "--statefulset must be an apps/v1 StatefulSet or Deployment, got {api_version:?} {kind:?}"
+    )]
+    NotAWorkload { api_version: String, kind: String },
+    /// `--server` is not a Server.
+    #[error("--server: {0}")]
+    Server(#[source] ModelError),
+    /// `--serverconfig` is not a ServerConfig.
+    #[error("--serverconfig: {0}")]
+    ServerConfig(#[source] ModelError),
+    /// The Server or ServerConfig is in another namespace than the workload.
+    #[error("the {what} is in namespace {ns:?} but the {kind} {name:?} is in {namespace:?}; the webhook only uses objects of the workload's own namespace")]
+    OtherNamespace {
+        what: &'static str,
+        ns: String,
+        kind: String,
+        name: String,
+        namespace: String,
+    },
+    /// The workload's owner reference names another Server.
+    #[error(
+        "the {kind:?} {name:?} is owned by Server {owner:?}, not by the given Server {server:?}"
+    )]
+    OtherServer {
+        kind: WorkloadKind,
+        name: String,
+        owner: String,
+        server: String,
+    },
+    /// The Server names another ServerConfig.
+    #[error(
+        "Server {server:?} uses ServerConfig {uses:?}, but the given ServerConfig is {given:?}"
+    )]
+    OtherServerConfig {
+        server: String,
+        uses: String,
+        given: String,
+    },
+    /// The webhook would refuse the workload; the message it would send.
+    #[error("{0}")]
+    Denied(String),
+    /// The core's patch does not apply to its own input (a bug).
+    #[error("internal error: the computed patch does not apply: {0}")]
+    PatchDoesNotApply(#[source] json_patch::PatchError),
+    /// The patch could not be encoded.
+    #[error("cannot encode the patch: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Why a file is not exactly one YAML or JSON document.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Neither YAML nor JSON.
+    #[error("not valid YAML or JSON: {0}")]
+    Syntax(#[source] serde_yaml_ng::Error),
+    /// A second document follows the first.
+    #[error("the file holds more than one document; give exactly one")]
+    MoreThanOne,
+    /// Only comments or nothing.
+    #[error("the file holds no document")]
+    Empty,
+}
 
 /// What `render` prints.
 #[derive(Debug)]
@@ -34,39 +120,44 @@ pub const MAX_INPUT_BYTES: u64 = 4 << 20;
 /// Reads one YAML or JSON document from a file (at most
 /// [`MAX_INPUT_BYTES`]; a device or pipe that never ends is cut there).
 pub fn read_document(path: &Path) -> Result<Value, InputError> {
-    let cannot = |e: std::io::Error| InputError(format!("cannot read {}: {e}", path.display()));
+    let cannot = |source| InputError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
     file.take(MAX_INPUT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(InputError(format!(
-            "{} is larger than {} MiB; give one Kubernetes object",
-            path.display(),
-            MAX_INPUT_BYTES >> 20
-        )));
+        return Err(InputError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| InputError(format!("{}: not UTF-8 text: {e}", path.display())))?;
-    parse_document(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))
+    let text = String::from_utf8(bytes).map_err(|source| InputError::NotText {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_document(&text).map_err(|source| InputError::Document {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parses one YAML (or JSON, which is YAML) document; stops at the second.
-pub fn parse_document(text: &str) -> Result<Value, String> {
+pub fn parse_document(text: &str) -> Result<Value, DocumentError> {
     let mut found: Option<Value> = None;
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v: Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| format!("not valid YAML or JSON: {e}"))?;
+        let v: Value = serde::Deserialize::deserialize(doc).map_err(DocumentError::Syntax)?;
         if v.is_null() {
             continue;
         }
         if found.is_some() {
-            return Err("the file holds more than one document; give exactly one".into());
+            return Err(DocumentError::MoreThanOne);
         }
         found = Some(v);
     }
-    found.ok_or_else(|| "the file holds no document".into())
+    found.ok_or(DocumentError::Empty)
 }
 
 /// Applies the core to a workload, its Server and a ServerConfig.
@@ -83,13 +174,13 @@ pub fn render(
     let kind = workload.get("kind").and_then(Value::as_str).unwrap_or("");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if !(group == "apps" && version == "v1" && matches!(kind, "StatefulSet" | "Deployment")) {
-        return Err(InputError(format!(
-            "--statefulset must be an apps/v1 StatefulSet or Deployment, got {api_version:?} {kind:?}"
-        )));
+        return Err(InputError::NotAWorkload {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+        });
     }
-    let server = Server::from_value(server).map_err(|e| InputError(format!("--server: {e}")))?;
-    let config = ServerConfig::from_value(server_config)
-        .map_err(|e| InputError(format!("--serverconfig: {e}")))?;
+    let server = Server::from_value(server).map_err(InputError::Server)?;
+    let config = ServerConfig::from_value(server_config).map_err(InputError::ServerConfig)?;
     let name = workload
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -105,9 +196,13 @@ pub fn render(
         ("ServerConfig", &config.meta.namespace),
     ] {
         if !ns.is_empty() && *ns != namespace {
-            return Err(InputError(format!(
-                "the {what} is in namespace {ns:?} but the {kind} {name:?} is in {namespace:?}; the webhook only uses objects of the workload's own namespace"
-            )));
+            return Err(InputError::OtherNamespace {
+                what,
+                ns: ns.clone(),
+                kind: kind.to_string(),
+                name: name.to_string(),
+                namespace,
+            });
         }
     }
     let settings = Settings {
@@ -137,19 +232,22 @@ pub fn render(
             server: owner,
         } => {
             if owner != server.meta.name {
-                return Err(InputError(format!(
-                    "the {kind:?} {name:?} is owned by Server {owner:?}, not by the given Server {:?}",
-                    server.meta.name
-                )));
+                return Err(InputError::OtherServer {
+                    kind,
+                    name: name.to_string(),
+                    owner,
+                    server: server.meta.name.clone(),
+                });
             }
             kind
         }
     };
     if server.server_config != config.meta.name {
-        return Err(InputError(format!(
-            "Server {:?} uses ServerConfig {:?}, but the given ServerConfig is {:?}",
-            server.meta.name, server.server_config, config.meta.name
-        )));
+        return Err(InputError::OtherServerConfig {
+            server: server.meta.name.clone(),
+            uses: server.server_config.clone(),
+            given: config.meta.name.clone(),
+        });
     }
     let inputs = Inputs {
         server: Some(&server),
@@ -169,18 +267,14 @@ pub fn render(
             patch, warnings, ..
         } => {
             let mut object = workload.clone();
-            json_patch::patch(&mut object, &patch).map_err(|e| {
-                InputError(format!(
-                    "internal error: the computed patch does not apply: {e}"
-                ))
-            })?;
-            let patch = serde_json::to_value(&patch).map_err(|e| InputError(e.to_string()))?;
+            json_patch::patch(&mut object, &patch).map_err(InputError::PatchDoesNotApply)?;
+            let patch = serde_json::to_value(&patch).map_err(InputError::Encode)?;
             Ok(Rendered {
                 object,
                 patch,
                 warnings,
             })
         }
-        Decision::Denied { message } => Err(InputError(message)),
+        Decision::Denied { message } => Err(InputError::Denied(message)),
     }
 }

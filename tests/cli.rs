@@ -1,6 +1,8 @@
 //! The binary itself: `render` exit codes and output, `certs`, and `serve`
 //! draining an in-flight request on a real SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::io::Write;

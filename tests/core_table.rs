@@ -1,5 +1,7 @@
 //! Table-driven tests of the pure core on the real Seldon 2.9.1 fixtures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use serde_json::{json, Value};

@@ -3,6 +3,8 @@
 //! caches are pre-filled in process (no API server is involved here; the
 //! end-to-end suite covers that).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,9 +107,13 @@ async fn start_with(limits: Limits, client_ca: Option<std::path::PathBuf>) -> Ru
     let addr = srv.local_addr().expect("addr");
     let metrics_addr = srv.metrics_addr().expect("metrics addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(srv.run(async move {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let cancel = shutdown.clone();
+    tokio::spawn(async move {
         let _ = rx.await;
-    }));
+        cancel.cancel();
+    });
+    let done = tokio::spawn(srv.run(shutdown));
     Running {
         addr,
         metrics_addr,

@@ -3,6 +3,8 @@
 //! v1.0.0 on the real k8s.io/api v0.33.2 types, called the way Seldon 2.9.1
 //! calls it), and the two results must be the same pod spec.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::io::Write;

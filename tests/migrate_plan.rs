@@ -1,6 +1,8 @@
 //! The pure part of `migrate`: stripping, planning, diffs, the rollback
 //! file and its undo plan, and the verification checks. Table-driven.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -14,6 +14,8 @@
 //! including any the copy lacks; a case in both must be identical). One
 //! test per folder, named after it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

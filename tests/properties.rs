@@ -3,6 +3,8 @@
 //! re-admitting the result gives no patch, out-of-scope objects are never
 //! patched, and the result never depends on another namespace's config.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use proptest::prelude::*;

@@ -1,6 +1,8 @@
 //! Inputs the fuzzers (fuzz/) found, kept as tests through the same entry
 //! points: `Admission::review` (what `/mutate` calls) and `render`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! The sync loop's per-workload decision, on the real 2.9.1 fixtures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use serde_json::{json, Value};
@@ -7,7 +9,7 @@ use serverconfig_webhook::core::model::{Server, ServerConfig};
 use serverconfig_webhook::core::mutate::{
     decide, Decision, Inputs, OnMissing, Operation, Settings, WorkloadKind,
 };
-use serverconfig_webhook::sync::plan::{claim_templates_differ, workload_action, WorkloadAction};
+use serverconfig_webhook::core::plan::{claim_templates_differ, workload_action, WorkloadAction};
 use support::*;
 
 const APP: &str = "team-a";

@@ -6,6 +6,8 @@
 //! the same default multi-thread Tokio runtime. It prints
 //! `listening on ADDR` on stdout once bound and runs until killed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -18,6 +18,8 @@
 //! non-zero when any request failed or any answer differed; never on a
 //! timing figure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tests/support/mod.rs"]
 mod support;
 

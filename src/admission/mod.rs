@@ -12,12 +12,11 @@ use kube::core::admission::{
 };
 
 use crate::cache::desired::DesiredCache;
+use crate::cache::inputs::{Lookups, Misses};
 use crate::cache::Caches;
 
 use crate::core::bounds::{check_json, Limits};
-use crate::core::model::{Server, ServerConfig};
-use crate::core::mutate::{decide, scope, Decision, Gvk, Inputs, Operation, Scope, Settings};
-use crate::core::names::is_valid_name;
+use crate::core::mutate::{decide, scope, Decision, Gvk, Operation, Scope, Settings};
 use crate::metrics::Metrics;
 pub use raw::RawObject;
 
@@ -131,6 +130,8 @@ impl Admission {
         Answer { status: 200, body }
     }
 
+    /// The answer to one request: scope, the bounded objects, the lookups,
+    /// the decision.
     async fn respond(
         &self,
         req: &AdmissionRequest<RawObject>,
@@ -138,11 +139,7 @@ impl Admission {
         old_object: Option<RawObject>,
     ) -> (AdmissionResponse, &'static str) {
         let base = AdmissionResponse::from(req);
-        let operation = match req.operation {
-            KubeOp::Create => Operation::Create,
-            KubeOp::Update => Operation::Update,
-            _ => Operation::Other,
-        };
+        let operation = operation_of(req);
         let namespace = req.namespace.clone().unwrap_or_default();
         let (kind, server_name) = match self.scope_of(req, operation, &namespace, object.as_ref()) {
             Scope::Out(reason) => {
@@ -151,41 +148,29 @@ impl Admission {
             }
             Scope::In { kind, server } => (kind, server),
         };
-        // In scope: within the size bounds, and only then a tree (the raw
-        // text goes as soon as the tree is built).
-        let object = match object.map(|o| parse_bounded(&o, "object")) {
-            Some(Ok(v)) => v,
-            Some(Err(message)) => return (base.deny(message), "denied"),
-            None => {
-                return (
-                    base.deny("serverconfig-webhook: the request's object could not be read"),
-                    "denied",
-                )
-            }
+        let (object, old_object) = match bounded_objects(operation, object, old_object) {
+            Ok(objects) => objects,
+            Err(e) => return (base.deny(e.to_string()), "denied"),
         };
-        // The stored object (UPDATE only) keeps immutable fields and the
-        // keys a placeholder copied into the template.
-        let old_value = match (operation, old_object) {
-            (Operation::Update, Some(o)) => match parse_bounded(&o, "oldObject") {
-                Ok(v) => Some(v),
-                Err(message) => return (base.deny(message), "denied"),
-            },
-            _ => None,
+        let found = Lookups::new(
+            &self.caches,
+            &self.settings.controller_namespace,
+            Misses::DirectGet,
+        )
+        .with_desired(&self.desired)
+        .for_server(&namespace, &server_name)
+        .await;
+        let decision = match found.server_error() {
+            Some(message) => Decision::Denied { message },
+            None => decide(
+                operation,
+                kind,
+                &namespace,
+                &object,
+                found.inputs(old_object.as_ref()),
+                &self.settings,
+            ),
         };
-        let looked_up = self.look_up(&namespace, &server_name).await;
-        if let Some(message) = looked_up.server_error() {
-            return self.finish(req, base, Decision::Denied { message }, &namespace);
-        }
-        let config_err_text = looked_up.config_error();
-        let inputs = Inputs {
-            server: looked_up.server(),
-            config: looked_up.config(),
-            config_error: config_err_text.as_deref(),
-            controller_config: looked_up.controller_config(),
-            old_object: old_value.as_ref(),
-            desired: looked_up.desired.as_deref(),
-        };
-        let decision = decide(operation, kind, &namespace, &object, inputs, &self.settings);
         self.finish(req, base, decision, &namespace)
     }
 
@@ -209,41 +194,6 @@ impl Admission {
         let owners = object
             .map(|o| serde_json::json!({"metadata": {"ownerReferences": o.owner_references()}}));
         scope(gvk, operation, namespace, owners.as_ref(), &self.settings)
-    }
-
-    /// The Server, its ServerConfig and the controller namespace's, from the
-    /// caches (a direct GET on a miss); names that are not Kubernetes
-    /// names are never looked up (the core refuses them).
-    async fn look_up(&self, namespace: &str, server_name: &str) -> LookedUp {
-        let caches = &self.caches;
-        let mut found = LookedUp::default();
-        if !is_valid_name(server_name) {
-            return found;
-        }
-        found.server = caches.server(namespace, server_name).await;
-        let Some(s) = found.server() else {
-            return found;
-        };
-        let sc_name = s.server_config.clone();
-        if !is_valid_name(&sc_name) {
-            return found;
-        }
-        // What was built from this Server and ServerConfig version before,
-        // if anything: then the ServerConfig is not parsed.
-        let built = caches
-            .server_config_version(namespace, &sc_name)
-            .and_then(|rv| self.desired.cached(s, &rv));
-        if built.is_none() {
-            found.config = caches.server_config(namespace, &sc_name).await;
-        }
-        found.controller_config =
-            caches.cached_server_config(&self.settings.controller_namespace, &sc_name);
-        found.desired = match (built, found.config()) {
-            (Some(d), _) => Some(d),
-            (None, Some(c)) => found.server().map(|s| self.desired.get(s, c)),
-            _ => None,
-        };
-        found
     }
 
     fn finish(
@@ -286,53 +236,61 @@ impl Admission {
     }
 }
 
-/// What [`Admission::look_up`] found.
-#[derive(Default)]
-struct LookedUp {
-    server: crate::cache::Lookup<Server>,
-    config: crate::cache::Lookup<ServerConfig>,
-    controller_config: crate::cache::Lookup<ServerConfig>,
-    desired: Option<std::sync::Arc<crate::core::desired::Desired>>,
+/// The admission operation, as the core names it.
+fn operation_of(req: &AdmissionRequest<RawObject>) -> Operation {
+    match req.operation {
+        KubeOp::Create => Operation::Create,
+        KubeOp::Update => Operation::Update,
+        _ => Operation::Other,
+    }
 }
 
-impl LookedUp {
-    fn server(&self) -> Option<&Server> {
-        self.server.as_deref().and_then(|r| r.as_ref().ok())
-    }
-
-    /// Why the Server found could not be read.
-    fn server_error(&self) -> Option<String> {
-        match self.server.as_deref() {
-            Some(Err(e)) => Some(format!("serverconfig-webhook: {e}")),
-            _ => None,
-        }
-    }
-
-    fn config(&self) -> Option<&ServerConfig> {
-        self.config.as_deref().and_then(|r| r.as_ref().ok())
-    }
-
-    fn config_error(&self) -> Option<String> {
-        match self.config.as_deref() {
-            Some(Err(e)) => Some(e.to_string()),
-            _ => None,
-        }
-    }
-
-    fn controller_config(&self) -> Option<&ServerConfig> {
-        self.controller_config
-            .as_deref()
-            .and_then(|r| r.as_ref().ok())
-    }
+/// The in-scope review's objects as trees, each within the size bounds:
+/// `object`, and on UPDATE the stored `oldObject` (it keeps immutable fields
+/// and the keys a placeholder copied into the template). The raw text goes
+/// as soon as its tree is built.
+fn bounded_objects(
+    operation: Operation,
+    object: Option<RawObject>,
+    old_object: Option<RawObject>,
+) -> Result<(serde_json::Value, Option<serde_json::Value>), ObjectError> {
+    let object = parse_bounded(&object.ok_or(ObjectError::Missing)?, "object")?;
+    let old_object = match (operation, old_object) {
+        (Operation::Update, Some(o)) => Some(parse_bounded(&o, "oldObject")?),
+        _ => None,
+    };
+    Ok((object, old_object))
 }
 
 /// The object as a JSON tree, if it is within the size bounds; else the
 /// denial naming what is too large.
-fn parse_bounded(o: &RawObject, what: &str) -> Result<serde_json::Value, String> {
+fn parse_bounded(o: &RawObject, what: &'static str) -> Result<serde_json::Value, ObjectError> {
     check_json(o.text(), Limits::default())
-        .map_err(|e| format!("serverconfig-webhook: the request's {what} is too large for a Seldon Server workload: {e}"))?;
-    serde_json::from_str(o.text())
-        .map_err(|e| format!("serverconfig-webhook: the request's {what} could not be read: {e}"))
+        .map_err(|source| ObjectError::TooLarge { what, source })?;
+    serde_json::from_str(o.text()).map_err(|source| ObjectError::Unreadable { what, source })
+}
+
+/// Why an in-scope review's object is refused before any lookup; the
+/// message is what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The review carries no object.
+    #[error("serverconfig-webhook: the request's object could not be read")]
+    Missing,
+    /// Past the size bounds ([`Limits`]).
+    #[error("serverconfig-webhook: the request's {what} is too large for a Seldon Server workload: {source}")]
+    TooLarge {
+        what: &'static str,
+        #[source]
+        source: crate::core::bounds::BoundsError,
+    },
+    /// Not JSON the object's type can hold.
+    #[error("serverconfig-webhook: the request's {what} could not be read: {source}")]
+    Unreadable {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {

@@ -3,6 +3,7 @@
 //! admission handler needs: cache first, one direct GET on a miss.
 
 pub mod desired;
+pub mod inputs;
 mod packed;
 mod store;
 
@@ -18,6 +19,7 @@ use store::{Entry, Relist, Store};
 
 use crate::core::model::{ModelError, Server, ServerConfig};
 use crate::metrics::{GetResult, KindLabels, Metrics};
+use crate::shutdown::Shutdown;
 
 /// `mlops.seldon.io/v1alpha1` Server.
 pub fn server_resource() -> ApiResource {
@@ -240,16 +242,17 @@ fn start_watch(
 
 impl Caches {
     /// Starts the watches: Servers and ServerConfigs in the watched
-    /// namespaces, plus ServerConfigs of the controller namespace.
+    /// namespaces, plus ServerConfigs of the controller namespace. They run
+    /// on `shutdown`'s tasks and stop with it.
     pub fn start(
         client: Client,
         namespaces: &Namespaces,
         controller_namespace: &str,
         metrics: Arc<Metrics>,
-    ) -> (Arc<Caches>, Vec<tokio::task::JoinHandle<()>>) {
-        let mut tasks = Vec::new();
+        shutdown: &Shutdown,
+    ) -> Arc<Caches> {
         let feed = tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0;
-        let mut make = |kind: CachedKind, resource: &ApiResource, with_controller_ns: bool| {
+        let make = |kind: CachedKind, resource: &ApiResource, with_controller_ns: bool| {
             let mut stores = Vec::new();
             let mut namespaces_for_kind: Vec<Option<String>> = match namespaces {
                 Namespaces::All => vec![None],
@@ -266,7 +269,7 @@ impl Caches {
                 };
                 let (store, fut) = start_watch(&client, resource, ns.as_deref(), notify);
                 stores.push(store);
-                tasks.push(tokio::spawn(fut));
+                shutdown.spawn_until_cancelled(fut);
             }
             stores
         };
@@ -274,12 +277,12 @@ impl Caches {
         let config_stores = make(CachedKind::ServerConfig, &server_config_resource(), true);
         let caches = Caches::new(Some(client), server_stores, config_stores, metrics, feed);
         let waiter = caches.clone();
-        tasks.push(tokio::spawn(async move {
+        shutdown.spawn_until_cancelled(async move {
             waiter.synced().await;
             waiter.ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
-        }));
-        (caches, tasks)
+        });
+        caches
     }
 
     /// Returns once every store has been filled by its first full list.
@@ -289,8 +292,9 @@ impl Caches {
         }
     }
 
-    /// Caches pre-filled with these objects and no API server behind them:
-    /// for tests and benchmarks of the HTTP shell, where a miss is final.
+    /// Caches pre-filled with these objects and no API server behind them,
+    /// where a miss is final: `doctor`'s snapshot of the cluster, and the
+    /// HTTP shell's tests and benchmarks.
     pub fn from_objects(
         objects: impl IntoIterator<Item = DynamicObject>,
         metrics: Arc<Metrics>,
@@ -589,7 +593,7 @@ fn parse_entry<T>(
     Arc::new(
         entry
             .value()
-            .map_err(|e| invalid(ns.to_string(), name.to_string(), e))
+            .map_err(|e| invalid(ns.to_string(), name.to_string(), e.to_string()))
             .and_then(|v| parse(&v)),
     )
 }

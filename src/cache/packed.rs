@@ -11,6 +11,12 @@ const DICTIONARY_MAX_BYTES: usize = 60 * 1024;
 /// which the pieces packed against the old one keep alive.
 const DICTIONARY_MAX_PARTS: usize = 8;
 
+/// A packed piece that does not decompress (memory corruption or a bug:
+/// every piece was compressed by this process).
+#[derive(Debug, thiserror::Error)]
+#[error("packed JSON is corrupt: {0}")]
+pub struct CorruptPack(#[source] lz4_flex::block::DecompressError);
+
 /// One piece of JSON, packed.
 pub struct Packed {
     /// lz4 block (length-prefixed).
@@ -21,9 +27,9 @@ pub struct Packed {
 
 impl Packed {
     /// The JSON again.
-    pub fn unpack(&self) -> Result<Vec<u8>, String> {
+    pub fn unpack(&self) -> Result<Vec<u8>, CorruptPack> {
         lz4_flex::block::decompress_size_prepended_with_dict(&self.body, &self.dict)
-            .map_err(|e| format!("packed JSON is corrupt: {e}"))
+            .map_err(CorruptPack)
     }
 
     /// Bytes held by this piece (the shared dictionary not counted).

@@ -22,6 +22,17 @@ use super::packed::{Dictionary, Packed};
 /// kubectl's client-side apply annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Why a cached object cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// Its packed bytes do not decompress.
+    #[error(transparent)]
+    Corrupt(#[from] super::packed::CorruptPack),
+    /// Its bytes are not JSON.
+    #[error("cached object is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+}
+
 /// One cached object.
 pub struct Entry {
     /// `metadata.resourceVersion`: parsed forms are reused while it holds.
@@ -49,9 +60,9 @@ impl Entry {
     }
 
     /// The object as JSON again.
-    pub fn value(&self) -> Result<serde_json::Value, String> {
+    pub fn value(&self) -> Result<serde_json::Value, EntryError> {
         let json = self.body.unpack()?;
-        serde_json::from_slice(&json).map_err(|e| format!("cached object is not JSON: {e}"))
+        Ok(serde_json::from_slice(&json)?)
     }
 }
 

@@ -10,4 +10,5 @@ pub mod mutate;
 pub mod names;
 pub mod patch;
 pub mod placeholder;
+pub mod plan;
 pub mod quantity;

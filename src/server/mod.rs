@@ -25,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -291,13 +292,11 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves, then drains: readiness goes false,
-    /// the listener stays open for `shutdown_delay`, closes, and in-flight
-    /// requests get `drain_timeout` to finish.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
+    /// Serves until `shutdown` is cancelled, then drains: readiness goes
+    /// false, the listener stays open for `shutdown_delay`, closes, and
+    /// in-flight requests get `drain_timeout` to finish. The metrics port
+    /// closes after the webhook port has drained.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Server {
             listener,
             metrics_listener,
@@ -305,58 +304,42 @@ impl Server {
             state,
             limits,
         } = self;
-        let metrics = state.admission.metrics.clone();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_stop = CancellationToken::new();
         let metrics_task = metrics_listener.map(|ml| {
-            let accept = Acceptor {
-                router: metrics_router(state.clone()),
-                tls: None,
-                cap: Arc::new(ConnectionCap::new(
-                    Listener::Metrics,
-                    limits.max_metrics_connections,
-                    metrics.clone(),
-                )),
-                limits: limits.clone(),
-                metrics: metrics.clone(),
-            };
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                accept
-                    .serve(ml, async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
-            })
-        });
-        let accept = Acceptor {
-            router: webhook_router(state.clone(), &limits),
-            tls: Some(TlsAcceptor::from(tls)),
-            cap: Arc::new(ConnectionCap::new(
-                Listener::Webhook,
-                limits.max_connections,
-                metrics,
-            )),
-            limits: limits.clone(),
-            metrics: state.admission.metrics.clone(),
-        };
-        let readiness = state.readiness.clone();
-        let delay = limits.shutdown_delay;
-        let stop_signal = async move {
-            shutdown.await;
-            readiness.stopping.store(true, Ordering::SeqCst);
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                "shutdown requested; readiness is now false"
+            let accept = Acceptor::metrics(
+                metrics_router(state.clone()),
+                &limits,
+                state.admission.metrics.clone(),
             );
-            tokio::time::sleep(delay).await;
-        };
-        accept.serve(listener, stop_signal).await;
-        let _ = stop_tx.send(true);
+            tokio::spawn(accept.serve(ml, metrics_stop.clone().cancelled_owned()))
+        });
+        let accept = Acceptor::webhook(tls, &limits, &state);
+        accept
+            .serve(
+                listener,
+                stop_after_delay(shutdown, &state, limits.shutdown_delay),
+            )
+            .await;
+        metrics_stop.cancel();
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
         Ok(())
     }
+}
+
+/// Resolves `delay` after `shutdown` is cancelled, with readiness turned
+/// false at once, so that endpoints drop this replica before the listener
+/// closes.
+async fn stop_after_delay(shutdown: CancellationToken, state: &AppState, delay: Duration) {
+    let readiness = state.readiness.clone();
+    shutdown.cancelled().await;
+    readiness.stopping.store(true, Ordering::SeqCst);
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "shutdown requested; readiness is now false"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 /// One listener's connection handling: the cap, the TLS handshake (webhook
@@ -371,6 +354,37 @@ struct Acceptor {
 }
 
 impl Acceptor {
+    /// The webhook port: TLS, the webhook router and `max_connections`.
+    fn webhook(tls: Arc<rustls::ServerConfig>, limits: &Limits, state: &AppState) -> Self {
+        let metrics = state.admission.metrics.clone();
+        Acceptor {
+            router: webhook_router(state.clone(), limits),
+            tls: Some(TlsAcceptor::from(tls)),
+            cap: Arc::new(ConnectionCap::new(
+                Listener::Webhook,
+                limits.max_connections,
+                metrics.clone(),
+            )),
+            limits: limits.clone(),
+            metrics,
+        }
+    }
+
+    /// A plain-HTTP metrics port with its own, smaller connection cap.
+    fn metrics(router: Router, limits: &Limits, metrics: Arc<Metrics>) -> Self {
+        Acceptor {
+            router,
+            tls: None,
+            cap: Arc::new(ConnectionCap::new(
+                Listener::Metrics,
+                limits.max_metrics_connections,
+                metrics.clone(),
+            )),
+            limits: limits.clone(),
+            metrics,
+        }
+    }
+
     /// Accepts until `stop` resolves, then closes the listener and gives
     /// open connections `drain_timeout` to finish.
     async fn serve(self, listener: TcpListener, stop: impl std::future::Future<Output = ()>) {
@@ -387,9 +401,11 @@ impl Acceptor {
             .max_concurrent_streams(self.limits.max_streams_per_connection);
         let builder = Arc::new(builder);
         let this = Arc::new(self);
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         loop {
             tokio::select! {
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => {
                     let (tcp, peer) = match accepted {
                         Ok(c) => c,
@@ -405,7 +421,7 @@ impl Acceptor {
                     };
                     let watcher = graceful.watcher();
                     let (this, builder) = (this.clone(), builder.clone());
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         tokio::select! {
                             () = this.connection(tcp, peer, &builder, watcher, slot.fresh()) => {}
                             () = slot.evicted() => {
@@ -426,6 +442,7 @@ impl Acceptor {
         {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
+        connections.shutdown().await;
     }
 
     /// Serves one connection to its end.
@@ -508,10 +525,10 @@ pub async fn serve_metrics_until(
     addr: Option<SocketAddr>,
     metrics: Arc<crate::metrics::Metrics>,
     caches: Arc<Caches>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(addr) = addr else {
-        shutdown.await;
+        shutdown.cancelled().await;
         return Ok(());
     };
     let listener = TcpListener::bind(addr)
@@ -550,19 +567,8 @@ pub async fn serve_metrics_until(
                 }
             }),
         );
-    let limits = Limits::default();
-    let accept = Acceptor {
-        router,
-        tls: None,
-        cap: Arc::new(ConnectionCap::new(
-            Listener::Metrics,
-            limits.max_metrics_connections,
-            metrics.clone(),
-        )),
-        limits,
-        metrics,
-    };
-    accept.serve(listener, shutdown).await;
+    let accept = Acceptor::metrics(router, &Limits::default(), metrics);
+    accept.serve(listener, shutdown.cancelled_owned()).await;
     Ok(())
 }
 
@@ -576,26 +582,4 @@ async fn reject_plain_http(mut tcp: tokio::net::TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(msg.as_bytes())).await;
     let _ = tcp.shutdown().await;
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -112,15 +113,16 @@ async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
     }
 }
 
-/// Runs the election until `stop` flips; publishes whether this replica
-/// leads on the returned channel.
+/// Runs the election until `stop` is cancelled, then gives the lease up;
+/// publishes whether this replica leads on the returned channel. The
+/// handle ends once the lease is released.
 pub fn elect(
     client: Client,
     cfg: LeaseConfig,
-    mut stop: watch::Receiver<bool>,
-) -> watch::Receiver<bool> {
+    stop: CancellationToken,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
         let mut last_renewed: Option<tokio::time::Instant> = None;
         loop {
@@ -145,10 +147,7 @@ pub fn elect(
             }
             let stopping = tokio::select! {
                 _ = tokio::time::sleep(cfg.renew_every) => false,
-                r = stop.wait_for(|s| *s) => {
-                    drop(r);
-                    true
-                }
+                _ = stop.cancelled() => true,
             };
             if stopping {
                 let _ = tx.send(false);
@@ -159,5 +158,5 @@ pub fn elect(
             }
         }
     });
-    rx
+    (rx, task)
 }

@@ -6,7 +6,6 @@
 
 pub mod lease;
 mod limits;
-pub mod plan;
 
 #[cfg(test)]
 mod tests {
@@ -158,15 +157,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::cache::inputs::{Found, Lookups, Misses};
 use crate::cache::{server_config_resource, CachedKind, Caches, Change, Namespaces};
 use crate::core::desired::{desired, differences};
 use crate::core::model::{Server, ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::mutate::{controller_server_owner, Settings, WorkloadKind, HASH_ANNOTATION};
 use crate::core::placeholder::{is_ours, placeholder_object};
+use crate::core::plan::{
+    claim_templates_differ, plan_placeholders, workload_action, PlaceholderPlan, WorkloadAction,
+};
 use crate::metrics::{Metrics, SyncAction};
-use plan::{plan_placeholders, workload_action, PlaceholderPlan, WorkloadAction};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "serverconfig-webhook";
@@ -211,6 +213,37 @@ struct Ctx {
     limits: limits::PerNamespace,
     /// What was reported, so that each Warning is published once per change.
     reported: Mutex<Reported>,
+}
+
+impl Ctx {
+    /// The shared state of one sync loop; Events name this replica.
+    fn new(
+        client: Client,
+        caches: Arc<Caches>,
+        cfg: SyncConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Ctx> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(cfg.lease.identity.clone()),
+            },
+        );
+        let limits = limits::PerNamespace::new(cfg.max_placeholders_per_namespace);
+        Arc::new(Ctx {
+            client,
+            caches,
+            cfg,
+            metrics,
+            recorder,
+            failures: Mutex::default(),
+            seen_hash: Mutex::default(),
+            not_applied: Mutex::default(),
+            limits,
+            reported: Mutex::default(),
+        })
+    }
 }
 
 /// What the placeholder pass last reported.
@@ -281,69 +314,46 @@ impl Ctx {
 }
 
 /// Runs the election and, while leading, the sync loop; returns when
-/// `stop` flips to true.
+/// `stop` is cancelled and the lease is given up.
 pub async fn run(
     client: Client,
     caches: Arc<Caches>,
     cfg: SyncConfig,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    let mut leading = lease::elect(client.clone(), cfg.lease.clone(), stop.clone());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(cfg.lease.identity.clone()),
-        },
-    );
-    let cfg_cap = cfg.max_placeholders_per_namespace;
-    let ctx = Arc::new(Ctx {
-        client,
-        caches,
-        cfg,
-        metrics,
-        recorder,
-        failures: Mutex::default(),
-        seen_hash: Mutex::default(),
-        not_applied: Mutex::default(),
-        limits: limits::PerNamespace::new(cfg_cap),
-        reported: Mutex::default(),
-    });
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if leading.wait_for(|l| *l).await.is_err() {
-            return; // election ended (shutdown)
+    let (mut leading, election) = lease::elect(client.clone(), cfg.lease.clone(), stop.clone());
+    let ctx = Ctx::new(client, caches, cfg, metrics);
+    while !stop.is_cancelled() {
+        let became_leader = tokio::select! {
+            r = leading.wait_for(|l| *l) => r.is_ok(),
+            () = stop.cancelled() => false,
+        };
+        if !became_leader {
+            break; // shutdown, or the election ended
         }
         ctx.metrics.leader.set(1);
         tracing::info!("leading: sync loop started");
-        let mut lost = leading.clone();
-        let mut stop2 = stop.clone();
-        let until_lost = async move {
-            tokio::select! {
-                _ = lost.wait_for(|l| !*l) => {}
-                _ = stop2.wait_for(|s| *s) => {}
-            }
-        };
-        lead(ctx.clone(), until_lost).await;
+        let term = stop.child_token();
+        let tasks = lead(ctx.clone(), &term);
+        tokio::select! {
+            _ = leading.wait_for(|l| !*l) => {}
+            () = stop.cancelled() => {}
+        }
+        term.cancel();
+        for t in tasks {
+            let _ = t.await;
+        }
         ctx.metrics.leader.set(0);
         tracing::info!("sync loop stopped (lease lost or shutdown)");
     }
+    let _ = election.await;
 }
 
-/// Everything a leader runs, until `until` resolves.
-async fn lead(ctx: Arc<Ctx>, until: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let (done_tx, done_rx) = watch::channel(false);
-    let signal = || {
-        let mut rx = done_rx.clone();
-        async move {
-            let _ = rx.wait_for(|d| *d).await;
-        }
-    };
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(placeholder_loop(ctx.clone(), signal())));
+/// Starts everything a leader runs, until `term` is cancelled: the
+/// placeholder loop and one controller per workload kind and scope.
+fn lead(ctx: Arc<Ctx>, term: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(placeholder_loop(ctx.clone(), term.clone()))];
     let scopes: Vec<Option<String>> = match &ctx.cfg.namespaces {
         Namespaces::All => vec![None],
         Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
@@ -353,32 +363,27 @@ async fn lead(ctx: Arc<Ctx>, until: impl std::future::Future<Output = ()> + Send
             ctx.clone(),
             ns.clone(),
             WorkloadKind::StatefulSet,
-            signal(),
+            term.clone(),
         )));
         tasks.push(tokio::spawn(workload_controller::<Deployment>(
             ctx.clone(),
             ns,
             WorkloadKind::Deployment,
-            signal(),
+            term.clone(),
         )));
     }
-    until.await;
-    let _ = done_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    tasks
 }
 
 /// Re-plans placeholders whenever a cache changes (debounced) and every minute.
-async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
+async fn placeholder_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut feed = ctx.caches.change_feed();
     let mut backoff = Duration::from_secs(1);
     loop {
         while !ctx.caches.is_ready() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = &mut stop => return,
+                () = stop.cancelled() => return,
             }
         }
         let wait = match sync_placeholders(&ctx).await {
@@ -406,7 +411,7 @@ async fn placeholder_loop(ctx: Arc<Ctx>, stop: impl std::future::Future<Output =
                 feed = feed.resubscribe();
             }
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut stop => return,
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -742,7 +747,7 @@ async fn workload_controller<K>(
     ctx: Arc<Ctx>,
     ns: Option<String>,
     kind: WorkloadKind,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    stop: CancellationToken,
 ) where
     K: Workload,
 {
@@ -764,7 +769,7 @@ async fn workload_controller<K>(
     );
     controller
         .reconcile_on(triggers)
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(stop.cancelled_owned())
         .run(
             move |obj: Arc<K>, ctx: Arc<Ctx>| reconcile_workload(obj, ctx, kind),
             move |obj: Arc<K>, err: &SyncError, ctx: Arc<Ctx>| {
@@ -859,48 +864,40 @@ struct Target {
     key: String,
     workload: Value,
     server: Server,
-    config: Option<Arc<Result<ServerConfig, crate::core::model::ModelError>>>,
-    controller_config: Option<Arc<Result<ServerConfig, crate::core::model::ModelError>>>,
+    /// Its ServerConfig and the controller namespace's, from the caches.
+    found: Found,
 }
 
 impl Target {
     /// `None` when the workload is not one the sync loop looks after (the
     /// controller namespace's, not owned by a Server, Server not cached).
-    fn gather<K: Workload>(ctx: &Ctx, obj: &K) -> Option<Target> {
+    async fn gather<K: Workload>(ctx: &Ctx, obj: &K) -> Option<Target> {
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         let name = obj.meta().name.clone().unwrap_or_default();
-        if ns == ctx.cfg.settings.controller_namespace {
+        let settings = &ctx.cfg.settings;
+        if ns == settings.controller_namespace {
             return None;
         }
         let workload = serde_json::to_value(obj).ok()?;
         let server_name = controller_server_owner(&workload)?;
-        let server = ctx
-            .caches
-            .cached_server(&ns, &server_name)
-            .and_then(|r| r.as_ref().as_ref().ok().cloned())?;
-        let config = ctx.caches.cached_server_config(&ns, &server.server_config);
-        let controller_config = ctx.caches.cached_server_config(
-            &ctx.cfg.settings.controller_namespace,
-            &server.server_config,
-        );
+        let found = Lookups::new(
+            &ctx.caches,
+            &settings.controller_namespace,
+            Misses::CacheOnly,
+        )
+        .for_server(&ns, &server_name)
+        .await;
         Some(Target {
             key: format!("{ns}/{name}"),
             ns,
             workload,
-            server,
-            config,
-            controller_config,
+            server: found.server()?.clone(),
+            found,
         })
     }
 
     fn config(&self) -> Option<&ServerConfig> {
-        self.config.as_deref().and_then(|r| r.as_ref().ok())
-    }
-
-    fn controller_config(&self) -> Option<&ServerConfig> {
-        self.controller_config
-            .as_deref()
-            .and_then(|r| r.as_ref().ok())
+        self.found.config()
     }
 
     /// What the sync loop should do with `workload` (the stored one, or one
@@ -911,7 +908,7 @@ impl Target {
             workload,
             &self.server,
             self.config(),
-            self.controller_config(),
+            self.found.controller_config(),
             settings,
         )
     }
@@ -939,7 +936,7 @@ where
     if !ctx.caches.is_ready() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let Some(target) = Target::gather(&ctx, obj.as_ref()) else {
+    let Some(target) = Target::gather(&ctx, obj.as_ref()).await else {
         return Ok(requeue);
     };
     match target.action(kind, &target.workload, &ctx.cfg.settings) {
@@ -1019,9 +1016,9 @@ async fn readmit<K: Workload>(
     hash: &str,
 ) -> Result<(), SyncError> {
     let recreate_it = why == Readmit::Heal
-        && target.config().is_some_and(|c| {
-            plan::claim_templates_differ(kind, &target.workload, &target.server, c)
-        });
+        && target
+            .config()
+            .is_some_and(|c| claim_templates_differ(kind, &target.workload, &target.server, c));
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.ns);
     let result = patch_hash(ctx, &api, target, kind, hash, recreate_it).await;
     let result = match result {

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::core::desired::{desired, vct_identity};
-use crate::core::model::{Server, ServerConfig};
-use crate::core::mutate::{
+use super::desired::{desired, vct_identity};
+use super::model::{Server, ServerConfig};
+use super::mutate::{
     decide, Decision, Inputs, Operation, Settings, WorkloadKind, SOURCE_ANNOTATION,
 };
-use crate::core::placeholder::{placeholder_state, PlaceholderState};
+use super::placeholder::{placeholder_state, PlaceholderState};
 
 /// What the placeholder pass should do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
