@@ -53,6 +53,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Only(pub Vec<String>);
 
+/// `--only`'s value: comma-separated names of [`ALL`], blanks around them ignored.
 fn parse_only(v: &str) -> Result<Only, String> {
     let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
     if let Some(bad) = names.iter().find(|n| !ALL.contains(&n.as_str())) {
@@ -61,6 +62,7 @@ fn parse_only(v: &str) -> Result<Only, String> {
     Ok(Only(names))
 }
 
+/// A count above zero.
 fn positive(v: &str) -> Result<usize, String> {
     v.parse()
         .ok()
@@ -263,6 +265,7 @@ fn e2e_bench(o: &BenchArgs, results: &Path) -> Result<()> {
 /// which go to the harness's `bench` as Go flags (`-name=value`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchE2eArgs {
+    // the e2e flags, passed on as `cargo xtask e2e` passes them
     #[command(flatten, next_help_heading = "E2e flags")]
     pub e2e: E2eArgs,
     /// Concurrent clients [harness default: 50]

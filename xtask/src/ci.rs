@@ -16,6 +16,7 @@ pub struct TestArgs {
     /// Stop after the static binary: no e2e suite, no load smoke
     #[arg(long)]
     pub no_e2e: bool,
+    // the e2e step's flags
     #[command(flatten, next_help_heading = "E2e flags (for the e2e step)")]
     pub e2e: E2eArgs,
 }
