@@ -8,7 +8,8 @@
 //!    with N namespaces x 3 ServerConfigs and Servers and `serve` on top,
 //!    then `cargo bench --bench load` drives both servers
 //! 4. `e2e`    creates through the real API server with and without the
-//!    webhook (the harness's `bench`, via [`crate::e2e::bench`])
+//!    webhook (the harness's `bench`, as `cargo xtask bench-e2e` runs it:
+//!    [`bench_e2e`])
 //!
 //! `--smoke` makes each a few seconds long (debug builds for `load`): it
 //! checks that the code paths work and the answers are right, never timing.
@@ -19,104 +20,85 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::{cargo, e2e};
+use crate::e2e::{self, Builds, E2eArgs, DEFAULT_K8S};
+use crate::process::{cargo, target_dir, terminate, workspace_root};
 
+/// The benchmarks, in the order they run.
 const ALL: [&str; 4] = ["core", "growth", "load", "e2e"];
 
-const USAGE: &str = "\
-usage: cargo xtask bench [flags]
-
-runs, in order: core (cargo bench --bench core), growth (cargo bench --bench growth),
-load (HTTPS load on serve vs a baseline server, benches/load), e2e (creates through
-the real API server with and without the webhook); results in target/bench-results/
-
-flags:
-  --only NAME[,NAME]   run only these of core,growth,load,e2e
-  --smoke              seconds, not minutes: check the paths work (no timing)
-  --namespaces N       load: namespaces of the fixture (default 1000; smoke 20)
-  --k8s VERSION        Kubernetes version of the control plane (default as e2e)
-  --load-args ARGS     load: extra flags for benches/load (space separated),
-                       e.g. \"--rounds 5 --http 2\"";
-
-struct Opts {
-    only: Vec<String>,
-    smoke: bool,
-    namespaces: Option<usize>,
-    k8s: String,
-    load_args: Vec<String>,
+/// The flags of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Run only these of core,growth,load,e2e (comma separated; they run in
+    /// that order whatever the order given) [default: all]
+    #[arg(long, value_name = "NAME[,NAME]", value_parser = parse_only)]
+    pub only: Option<Only>,
+    /// Seconds, not minutes: check that the paths work and the answers are
+    /// right (no timing)
+    #[arg(long)]
+    pub smoke: bool,
+    /// load: namespaces of the fixture [default: 1000; with --smoke 20]
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub namespaces: Option<usize>,
+    /// Kubernetes version of the control plane (load, e2e)
+    #[arg(long, value_name = "VERSION", default_value = DEFAULT_K8S)]
+    pub k8s: String,
+    /// load: extra flags for benches/load, space separated, e.g.
+    /// "--rounds 5 --http 2"
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub load_args: Option<String>,
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts {
-        only: ALL.iter().map(|s| s.to_string()).collect(),
-        smoke: false,
-        namespaces: None,
-        k8s: e2e::DEFAULT_K8S.to_string(),
-        load_args: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| anyhow!("{name} needs a value\n{USAGE}")),
-            }
-        };
-        match flag.as_str() {
-            "--only" => {
-                let v = value("--only")?;
-                o.only = v.split(',').map(|s| s.trim().to_string()).collect();
-                if let Some(bad) = o.only.iter().find(|n| !ALL.contains(&n.as_str())) {
-                    bail!("--only {bad:?}: not one of {}", ALL.join(","));
-                }
-            }
-            "--smoke" => o.smoke = true,
-            "--namespaces" => {
-                let v = value("--namespaces")?;
-                o.namespaces = Some(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| anyhow!("--namespaces {v:?}: want a positive number"))?,
-                );
-            }
-            "--k8s" => o.k8s = value("--k8s")?,
-            "--load-args" => {
-                o.load_args = value("--load-args")?
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect()
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown flag {other}\n{USAGE}"),
-        }
+/// The benchmarks `--only` names, each one of [`ALL`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Only(pub Vec<String>);
+
+/// `--only`'s value: comma-separated names of [`ALL`], blanks around them ignored.
+fn parse_only(v: &str) -> Result<Only, String> {
+    let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+    if let Some(bad) = names.iter().find(|n| !ALL.contains(&n.as_str())) {
+        return Err(format!("{bad:?}: not one of {}", ALL.join(",")));
     }
-    Ok(o)
+    Ok(Only(names))
 }
 
-/// Runs the selected benchmarks in order.
-pub fn run(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+/// A count above zero.
+fn positive(v: &str) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{v:?}: want a positive number"))
+}
+
+impl BenchArgs {
+    /// Whether benchmark `name` was selected.
+    fn selected(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|Only(names)| names.iter().any(|n| n == name))
+    }
+
+    /// `--load-args`, split at whitespace.
+    fn load_args(&self) -> Vec<&str> {
+        self.load_args
+            .as_deref()
+            .map(|a| a.split_whitespace().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `cargo xtask bench`: runs the selected benchmarks in order.
+pub fn run(o: &BenchArgs) -> Result<()> {
     let results = results_dir()?;
     std::fs::create_dir_all(&results)?;
-    for name in ALL.iter().filter(|n| o.only.iter().any(|o| o == *n)) {
+    for name in ALL.into_iter().filter(|n| o.selected(n)) {
         let t = Instant::now();
         eprintln!("xtask bench: === {name}");
-        match *name {
+        match name {
             "core" | "growth" => criterion(name, o.smoke)?,
-            "load" => load(&o, &results)?,
-            "e2e" => e2e_bench(&o, &results)?,
-            _ => unreachable!("checked in parse"),
+            "load" => load(o, &results)?,
+            "e2e" => e2e_bench(o, &results)?,
+            _ => unreachable!("--only takes names of ALL only"),
         }
         eprintln!(
             "xtask bench: {name} done in {:.0}s",
@@ -127,24 +109,16 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `<target>/bench-results`.
 fn results_dir() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow!("xtask has no parent folder"))?
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("bench-results"))
+    Ok(target_dir(&workspace_root()?).join("bench-results"))
 }
 
 /// `cargo bench --bench core|growth`; when smoking, criterion's `--quick`
 /// for core and the two smallest points for growth (benches/growth.rs
 /// reads `GROWTH_NAMESPACES` and `GROWTH_SIZES`).
 fn criterion(name: &str, smoke: bool) -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow!("xtask has no parent folder"))?;
+    let root = workspace_root()?;
     if !root.join(format!("benches/{name}.rs")).is_file()
         && !root.join(format!("benches/{name}/main.rs")).is_file()
     {
@@ -179,60 +153,13 @@ impl Drop for Fixture {
     }
 }
 
-#[cfg(unix)]
-fn terminate(pid: u32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    const SIGTERM: i32 = 15;
-    // SAFETY: kill(2) on our own child's pid; no Rust state involved.
-    unsafe {
-        kill(pid as i32, SIGTERM);
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(_pid: u32) {}
-
-/// Benchmark 2: fixture up, baseline built, `benches/load` run, fixture down.
-fn load(o: &Opts, results: &Path) -> Result<()> {
+/// Benchmark 2: baseline built, fixture up, `benches/load` run, fixture down.
+fn load(o: &BenchArgs, results: &Path) -> Result<()> {
     let release = !o.smoke;
     let namespaces = o.namespaces.unwrap_or(if o.smoke { 20 } else { 1000 });
-    let profile = if release { "release" } else { "debug" };
-    let mut build = vec!["build", "--example", "load-baseline"];
-    if release {
-        build.push("--release");
-    }
-    cargo(&build)?;
-    let mut cmd = e2e::harness_command("bench-fixture", &o.k8s, release)?;
-    let baseline = results
-        .parent()
-        .ok_or_else(|| anyhow!("no target folder"))?
-        .join(profile)
-        .join("examples/load-baseline");
-    if !baseline.is_file() {
-        bail!("{} not found after cargo build", baseline.display());
-    }
+    let baseline = build_baseline(results, release)?;
     let fixture_file = results.join("load-fixture.json");
-    let _ = std::fs::remove_file(&fixture_file);
-    cmd.arg("--")
-        .arg(format!("-namespaces={namespaces}"))
-        .arg(format!("-out={}", fixture_file.display()));
-    eprintln!("xtask bench: starting the load fixture ({namespaces} namespaces)");
-    let mut fixture = Fixture(
-        cmd.spawn()
-            .context("starting the harness's bench-fixture")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(900);
-    while !fixture_file.is_file() {
-        if let Some(status) = fixture.0.try_wait()? {
-            bail!("the harness's bench-fixture ended ({status}) before it was ready");
-        }
-        if Instant::now() > deadline {
-            bail!("the harness's bench-fixture was not ready after 15 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let fixture = start_fixture(&o.k8s, release, namespaces, &fixture_file)?;
     let out = results.join(if o.smoke {
         "load-smoke.json"
     } else {
@@ -255,38 +182,169 @@ fn load(o: &Opts, results: &Path) -> Result<()> {
         "--out",
         &out_arg,
     ]);
-    args.extend(o.load_args.iter().map(String::as_str));
+    args.extend(o.load_args());
     let result = cargo(&args);
     drop(fixture);
     result
 }
 
-/// Benchmarks 3, 4 and 6: the harness's `bench` through `cargo xtask bench-e2e`'s plumbing.
-fn e2e_bench(o: &Opts, results: &Path) -> Result<()> {
+/// The baseline server of the load benchmark (`examples/load-baseline`),
+/// built in the profile of the webhook it is compared with.
+fn build_baseline(results: &Path, release: bool) -> Result<PathBuf> {
+    let mut build = vec!["build", "--example", "load-baseline"];
+    if release {
+        build.push("--release");
+    }
+    cargo(&build)?;
+    let profile = if release { "release" } else { "debug" };
+    let baseline = results
+        .parent()
+        .ok_or_else(|| anyhow!("no target folder"))?
+        .join(profile)
+        .join("examples/load-baseline");
+    if !baseline.is_file() {
+        bail!("{} not found after cargo build", baseline.display());
+    }
+    Ok(baseline)
+}
+
+/// Builds the control plane's parts and starts the harness's
+/// `bench-fixture`; returns once it has written `fixture_file` (it is ready).
+fn start_fixture(
+    k8s: &str,
+    release: bool,
+    namespaces: usize,
+    fixture_file: &Path,
+) -> Result<Fixture> {
+    let mut cmd = Builds::prepare(k8s, false, None, release)?.harness_command("bench-fixture");
+    let _ = std::fs::remove_file(fixture_file);
+    cmd.arg("--")
+        .arg(format!("-namespaces={namespaces}"))
+        .arg(format!("-out={}", fixture_file.display()));
+    eprintln!("xtask bench: starting the load fixture ({namespaces} namespaces)");
+    let mut fixture = Fixture(
+        cmd.spawn()
+            .context("starting the harness's bench-fixture")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while !fixture_file.is_file() {
+        if let Some(status) = fixture.0.try_wait()? {
+            bail!("the harness's bench-fixture ended ({status}) before it was ready");
+        }
+        if Instant::now() > deadline {
+            bail!("the harness's bench-fixture was not ready after 15 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(fixture)
+}
+
+/// Benchmarks 3, 4 and 6: `cargo xtask bench-e2e` with the figures of a
+/// full run (50 clients, release webhook) or, smoking, of a few seconds'.
+fn e2e_bench(o: &BenchArgs, results: &Path) -> Result<()> {
     let out = results.join(if o.smoke {
         "e2e-smoke.jsonl"
     } else {
         "e2e.jsonl"
     });
-    let mut args: Vec<String> = vec![
-        "--k8s".into(),
-        o.k8s.clone(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
+    let mut args = BenchE2eArgs::new(E2eArgs::new(&o.k8s));
+    args.out = Some(out.display().to_string());
     if o.smoke {
-        for (f, v) in [
-            ("--clients", "5"),
-            ("--creates", "20"),
-            ("--rounds", "1"),
-            ("--warmup", "5"),
-        ] {
-            args.push(f.into());
-            args.push(v.into());
-        }
-        args.push("--debug".into());
+        args.clients = Some("5".into());
+        args.creates = Some("20".into());
+        args.rounds = Some("1".into());
+        args.warmup = Some("5".into());
+        args.debug = true;
     } else {
-        args.extend(["--clients".into(), "50".into()]);
+        args.clients = Some("50".into());
     }
-    e2e::bench(&args)
+    bench_e2e(&args)
+}
+
+/// The flags of `cargo xtask bench-e2e`: those of `e2e`, and the bench's own,
+/// which go to the harness's `bench` as Go flags (`-name=value`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchE2eArgs {
+    // the e2e flags, passed on as `cargo xtask e2e` passes them
+    #[command(flatten, next_help_heading = "E2e flags")]
+    pub e2e: E2eArgs,
+    /// Concurrent clients [harness default: 50]
+    #[arg(long, value_name = "N", help_heading = "Bench flags")]
+    pub clients: Option<String>,
+    /// StatefulSet creates per mode in each round [harness default: 500]
+    #[arg(long, value_name = "N", help_heading = "Bench flags")]
+    pub creates: Option<String>,
+    /// Rounds, each runs every mode once in rotated order [harness default: 6]
+    #[arg(long, value_name = "N", help_heading = "Bench flags")]
+    pub rounds: Option<String>,
+    /// Untimed creates per mode before the first round [harness default: 100]
+    #[arg(long, value_name = "N", help_heading = "Bench flags")]
+    pub warmup: Option<String>,
+    /// Team namespaces with a ServerConfig and a Server [harness default: 10]
+    #[arg(long, value_name = "N", help_heading = "Bench flags")]
+    pub namespaces: Option<String>,
+    /// Subset of none,webhook,webhook-unchanged,map,map-jsonpatch [harness
+    /// default: all the server supports; map* need --k8s 1.36]
+    #[arg(long, value_name = "LIST", help_heading = "Bench flags")]
+    pub modes: Option<String>,
+    /// Also write the JSON lines (one per mode) to FILE
+    #[arg(long, value_name = "FILE", help_heading = "Bench flags")]
+    pub out: Option<String>,
+    /// Keep --sync in the webhook's shipped flags (default: off; its sync loop
+    /// would heal every StatefulSet the no-webhook rounds create)
+    #[arg(long, help_heading = "Bench flags")]
+    pub sync: bool,
+    /// Use the debug build of the webhook [default: --release]
+    #[arg(long, help_heading = "Bench flags")]
+    pub debug: bool,
+}
+
+impl BenchE2eArgs {
+    /// `e2e`'s options and none of the bench's own (the harness's defaults).
+    pub fn new(e2e: E2eArgs) -> BenchE2eArgs {
+        BenchE2eArgs {
+            e2e,
+            clients: None,
+            creates: None,
+            rounds: None,
+            warmup: None,
+            namespaces: None,
+            modes: None,
+            out: None,
+            sync: false,
+            debug: false,
+        }
+    }
+
+    /// The bench's own flags as the harness's Go flag package takes them.
+    pub(crate) fn harness_args(&self) -> Vec<String> {
+        let valued = [
+            ("clients", &self.clients),
+            ("creates", &self.creates),
+            ("rounds", &self.rounds),
+            ("warmup", &self.warmup),
+            ("namespaces", &self.namespaces),
+            ("modes", &self.modes),
+            ("out", &self.out),
+        ];
+        let mut args: Vec<String> = valued
+            .into_iter()
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("-{name}={v}")))
+            .collect();
+        if self.sync {
+            args.push("-sync=true".into());
+        }
+        args
+    }
+}
+
+/// `cargo xtask bench-e2e`, benchmarks 3/4/6 of issue 6 (the harness's
+/// `bench`): concurrent StatefulSet creates through the real API server with
+/// the webhook, without it and, on 1.36+, with the MutatingAdmissionPolicy
+/// fixture; JSON lines on stdout. Builds the webhook in release mode unless
+/// `--debug` or `--webhook` is given.
+pub fn bench_e2e(o: &BenchE2eArgs) -> Result<()> {
+    let mut e2e = o.e2e.clone();
+    e2e.release |= !o.debug;
+    e2e::drive("bench", &e2e, &o.harness_args())
 }

@@ -1,10 +1,13 @@
-//! `cargo deny` in `cargo xtask test`: licences, bans and sources always;
-//! security advisories whenever the RustSec database can be had, and a
-//! loud "NOT CHECKED" (never a silent pass) when it cannot.
+//! `cargo xtask deny`, also a step of `cargo xtask test`: `cargo deny` on
+//! licences, bans and sources always; security advisories whenever the
+//! RustSec database can be had, and a loud "NOT CHECKED" (never a silent
+//! pass) when it cannot.
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::process::cargo;
 
 /// The cargo-deny release this project's deny.toml is written for.
 const VERSION: &str = "0.20.2";
@@ -31,13 +34,13 @@ fn ensure_installed() -> Result<()> {
     if installed_version().as_deref() == Some(VERSION) {
         return Ok(());
     }
-    crate::cargo(&["install", "--locked", "cargo-deny", "--version", VERSION])
+    cargo(&["install", "--locked", "cargo-deny", "--version", VERSION])
 }
 
-/// Runs the checks; see the module doc.
+/// Installs cargo-deny when needed and runs the checks; see the module doc.
 pub fn check() -> Result<()> {
     ensure_installed()?;
-    crate::cargo(&["deny", "check", "licenses", "bans", "sources"])?;
+    cargo(&["deny", "check", "licenses", "bans", "sources"])?;
     eprintln!("xtask: cargo deny fetch db");
     let fetched = Command::new("cargo")
         .args(["deny", "fetch", "db"])
@@ -45,14 +48,14 @@ pub fn check() -> Result<()> {
         .context("running cargo deny fetch db")?
         .success();
     if fetched {
-        return crate::cargo(&["deny", "check", "advisories"]);
+        return cargo(&["deny", "check", "advisories"]);
     }
     if has_local_db() {
         eprintln!(
             "xtask: WARNING: advisory database not refreshed; checking against the local copy in {}",
             db_dir().display()
         );
-        return crate::cargo(&["deny", "check", "--disable-fetch", "advisories"]);
+        return cargo(&["deny", "check", "--disable-fetch", "advisories"]);
     }
     let required = std::env::var(REQUIRE).is_ok_and(|v| v == "1");
     let banner = "\

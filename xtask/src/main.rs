@@ -1,165 +1,125 @@
-//! Project tasks: `cargo xtask test` (what CI runs), `e2e`, `demo`, `bench`.
+//! Project tasks, `cargo xtask <task>` (the alias is in .cargo/config.toml):
+//! the command line and its dispatch. Each task lives in its own module:
+//! `ci` (`test`, what CI runs), `e2e` (`e2e`, `demo`), `bench` (`bench`,
+//! `bench-e2e`), `deny`; `peers` builds the e2e peers, `process` runs
+//! programs.
 
 mod bench;
+mod ci;
 mod deny;
 mod e2e;
+mod peers;
+mod process;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <task> [flags]
+/// serverconfig-webhook's developer tasks. A fresh machine needs Rust (via
+/// rustup) and Go; `test` also needs musl-gcc (README.md, "Two commands").
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-tasks:
-  test    fmt check, clippy -D warnings, unit/HTTP/CLI tests, the deploy checks,
-          the Dockerfile's static binary, then the e2e suite and a seconds-long
-          smoke run of the HTTPS load benchmark (answers checked, no timing)
-  e2e     the end-to-end suite on a local control plane (see `cargo xtask e2e --help`)
-  demo    local control plane + stock-controller stand-in + webhook, until Ctrl-C
-  bench   issue 6 benchmarks: core, growth, load (HTTPS), e2e; results in
-          target/bench-results (see `cargo xtask bench --help`)
-  bench-e2e  issue 6 benchmarks 3/4/6 on the real control plane: creates with and without
-          the webhook (and a MutatingAdmissionPolicy on --k8s 1.36), JSON lines";
+/// The tasks. A flag given twice takes its last value, as it always has.
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Everything CI checks (.ci/run calls it), in order of cost
+    ///
+    /// fmt check, clippy -D warnings, cargo deny, unit/HTTP/CLI tests, the
+    /// deploy checks, the Dockerfile's static binary, then the e2e suite (with
+    /// the e2e flags given here) and a seconds-long smoke run of the HTTPS load
+    /// benchmark (answers checked, no timing). The static binary needs
+    /// musl-gcc (Debian/Ubuntu: apt-get install musl-tools).
+    #[command(args_override_self = true)]
+    Test(ci::TestArgs),
+    /// The end-to-end suite on a local control plane
+    ///
+    /// Builds the peers (etcd, kube-apiserver, kube-controller-manager,
+    /// cert-manager, helm, kustomize) from their pinned Go modules, cached by
+    /// version, the webhook and the Go harness, then runs the scenarios; see
+    /// tests/e2e/README.md.
+    #[command(
+        args_override_self = true,
+        after_help = "Environment:\n  SERVERCONFIG_E2E_CACHE  peer cache folder [default: <repo>/.cache/peers]"
+    )]
+    E2e(e2e::E2eArgs),
+    /// Local control plane + stock-controller stand-in + webhook, seeded with
+    /// Pattern 1, until Ctrl-C
+    ///
+    /// Builds what `e2e` builds and takes its flags.
+    #[command(
+        args_override_self = true,
+        after_help = "Environment:\n  SERVERCONFIG_E2E_CACHE  peer cache folder [default: <repo>/.cache/peers]"
+    )]
+    Demo(e2e::E2eArgs),
+    /// Issue 6 benchmarks: core, growth, load (HTTPS), e2e; results in
+    /// target/bench-results
+    ///
+    /// Runs, in order: core (cargo bench --bench core), growth (cargo bench
+    /// --bench growth), load (HTTPS load on serve vs a baseline server,
+    /// benches/load), e2e (creates through the real API server with and
+    /// without the webhook, as bench-e2e); see BENCHMARKS.md.
+    #[command(args_override_self = true)]
+    Bench(bench::BenchArgs),
+    /// Issue 6 benchmarks 3/4/6 on the real control plane, JSON lines on
+    /// stdout
+    ///
+    /// Concurrent StatefulSet creates through the real API server with and
+    /// without the webhook (and a MutatingAdmissionPolicy on --k8s 1.36).
+    /// Takes the e2e flags and the bench flags, which go to the harness's
+    /// `bench`; builds the webhook in release mode unless --debug or
+    /// --webhook is given.
+    #[command(name = "bench-e2e", args_override_self = true)]
+    BenchE2e(bench::BenchE2eArgs),
+    /// cargo deny alone, as `test` runs it
+    ///
+    /// Licences, bans and sources; advisories when the RustSec database can
+    /// be fetched (or a local copy exists), else a loud NOT CHECKED banner
+    /// (a failure with DENY_REQUIRE_ADVISORIES=1). Installs cargo-deny 0.20.2
+    /// when missing.
+    Deny,
+}
+
+impl Task {
+    /// The task's name on the command line, for error messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Task::Test(_) => "test",
+            Task::E2e(_) => "e2e",
+            Task::Demo(_) => "demo",
+            Task::Bench(_) => "bench",
+            Task::BenchE2e(_) => "bench-e2e",
+            Task::Deny => "deny",
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((task, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = match task.as_str() {
-        "test" => test(rest),
-        "e2e" => e2e::run(rest),
-        "demo" => e2e::demo(rest),
-        "bench" => bench::run(rest),
-        "bench-e2e" => e2e::bench(rest),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => {
-            eprintln!("unknown task {other:?}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let task = Cli::parse().task;
+    let result = match &task {
+        Task::Test(o) => ci::test(o),
+        Task::E2e(o) => e2e::run(o),
+        Task::Demo(o) => e2e::demo(o),
+        Task::Bench(o) => bench::run(o),
+        Task::BenchE2e(o) => bench::bench_e2e(o),
+        Task::Deny => deny::check(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask {task}: {e:#}");
+            eprintln!("xtask {}: {e:#}", task.name());
             ExitCode::from(1)
         }
     }
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    eprintln!("xtask: {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {program}"))?;
-    if !status.success() {
-        bail!("{program} {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// Whether `program` answers `--version` (it is on PATH and runs).
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The musl target and `musl-gcc` (ring's C code) that the static build
-/// needs; a fresh machine has neither, so `cargo xtask test` installs them:
-/// the target with rustup, musl-tools with apt-get when run as root.
-fn musl_toolchain(target: &str) -> Result<()> {
-    if runs("rustup") {
-        run("rustup", &["target", "add", target])?;
-    }
-    if runs("musl-gcc") {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if !(root && runs("apt-get")) {
-        bail!(
-            "the static build needs musl-gcc, which is not installed; install musl-tools \
-             (Debian/Ubuntu: apt-get install musl-tools) and run again"
-        );
-    }
-    run("apt-get", &["update", "-qq"])?;
-    run("apt-get", &["install", "-y", "-qq", "musl-tools"])
-}
-
-/// The static musl binary the Dockerfile copies (Docker cannot run here):
-/// built as the Dockerfile builds it, then checked to be static and to run.
-fn static_binary() -> Result<()> {
-    const TARGET: &str = "x86_64-unknown-linux-musl";
-    musl_toolchain(TARGET)?;
-    cargo(&[
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        TARGET,
-        "--bin",
-        "serverconfig-webhook",
-    ])?;
-    let bin = format!("target/{TARGET}/release/serverconfig-webhook");
-    let ldd = Command::new("ldd")
-        .arg(&bin)
-        .output()
-        .context("running ldd")?;
-    let text =
-        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
-    if !(text.contains("statically linked") || text.contains("not a dynamic executable")) {
-        bail!("{bin} is not static: {text}");
-    }
-    run(&bin, &["--version"])?;
-    eprintln!("xtask: {bin} is static and runs");
-    Ok(())
-}
-
-/// Everything CI checks, in order of cost; `--no-e2e` skips the control plane.
-fn test(args: &[String]) -> Result<()> {
-    let skip_e2e = args.iter().any(|a| a == "--no-e2e");
-    let e2e_args: Vec<String> = args.iter().filter(|a| *a != "--no-e2e").cloned().collect();
-    cargo(&["fmt", "--all", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    deny::check()?;
-    cargo(&["test", "--workspace"])?;
-    run("bash", &["tests/deploy/check.sh"])?;
-    static_binary()?;
-    if skip_e2e {
-        eprintln!("xtask test: e2e skipped on request (--no-e2e)");
-        return Ok(());
-    }
-    e2e::run(&e2e_args)?;
-    // a few seconds of the HTTPS load benchmark: answers checked, no timing
-    bench::run(&["--only".into(), "load".into(), "--smoke".into()])
-}
+#[cfg(test)]
+mod tests;

@@ -47,7 +47,7 @@ echo "wrote $dir"
 
 # etcd: the server version this Kubernetes release pins in its go.mod
 ev="$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2; exit}' "$mod")"
-echo "$ev" > "$dir/etcd-version"   # read by xtask/src/e2e.rs
+echo "$ev" > "$dir/etcd-version"   # read by xtask/src/peers.rs
 edir="$here/etcd-$ev"
 if [ ! -f "$edir/go.mod" ]; then
   mkdir -p "$edir"
