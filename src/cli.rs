@@ -51,13 +51,8 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8443"
     )]
     pub listen_addr: SocketAddr,
-    /// Address of the plain-HTTP metrics and probe listener ("" to disable).
-    #[arg(
-        long,
-        env = "SERVERCONFIG_WEBHOOK_METRICS_ADDR",
-        default_value = "0.0.0.0:9090"
-    )]
-    pub metrics_addr: String,
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// PEM certificate chain, leaf first (reloaded when it changes).
     #[arg(
         long,
@@ -86,14 +81,6 @@ pub struct ServeArgs {
     pub sync: bool,
     #[command(flatten)]
     pub sync_args: SyncArgs,
-    /// Log format.
-    #[arg(
-        long,
-        env = "SERVERCONFIG_WEBHOOK_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
-    pub log_format: LogFormat,
     /// After SIGTERM, keep serving this long with readiness false.
     #[arg(long, env = "SERVERCONFIG_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
@@ -176,6 +163,27 @@ pub fn parse_bytes(s: &str) -> Result<usize, FlagError> {
     n.checked_mul(factor)
         .filter(|b| *b > 0)
         .ok_or_else(|| FlagError::SizeOutOfRange(s.to_string()))
+}
+
+/// What every long-running subcommand (`serve`, `sync`) has: its metrics
+/// and probe port and its log format.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Address of the plain-HTTP metrics and probe listener ("" to disable).
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: String,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// Where Seldon runs and what the webhook watches (shared by `serve`, `sync`).
@@ -265,21 +273,8 @@ pub struct SyncCommandArgs {
     pub cluster: ClusterArgs,
     #[command(flatten)]
     pub sync_args: SyncArgs,
-    /// Address of the plain-HTTP metrics and probe listener ("" to disable).
-    #[arg(
-        long,
-        env = "SERVERCONFIG_WEBHOOK_METRICS_ADDR",
-        default_value = "0.0.0.0:9090"
-    )]
-    pub metrics_addr: String,
-    /// Log format.
-    #[arg(
-        long,
-        env = "SERVERCONFIG_WEBHOOK_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub process: ProcessArgs,
 }
 
 /// `doctor` flags.

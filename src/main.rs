@@ -150,7 +150,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+    init_logging(args.process.log_format);
     let runtime = match runtime("serve") {
         Ok(r) => r,
         Err(code) => return code,
@@ -306,7 +306,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::new(caches, cert_store);
     let srv = server::Server::bind(
         args.listen_addr,
-        parse_metrics_addr(&args.metrics_addr)?,
+        parse_metrics_addr(&args.process.metrics_addr)?,
         tls_config,
         admission,
         readiness,
@@ -322,7 +322,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn run_sync(args: SyncCommandArgs) -> ExitCode {
-    init_logging(args.log_format);
+    init_logging(args.process.log_format);
     let runtime = match runtime("sync") {
         Ok(r) => r,
         Err(code) => return code,
@@ -332,7 +332,7 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
         let background = Shutdown::new();
         let requested = CancellationToken::new();
         let _signals = cancel_on_signals(requested.clone());
-        let metrics_addr = parse_metrics_addr(&args.metrics_addr)?;
+        let metrics_addr = parse_metrics_addr(&args.process.metrics_addr)?;
         let client = kube_client().await?;
         let caches = start_background(
             client,

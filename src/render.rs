@@ -160,13 +160,59 @@ pub fn parse_document(text: &str) -> Result<Value, DocumentError> {
     found.ok_or(DocumentError::Empty)
 }
 
-/// Applies the core to a workload, its Server and a ServerConfig.
+/// Applies the core to a workload, its Server and a ServerConfig: the
+/// inputs checked to belong together, then the webhook's decision on a
+/// CREATE applied to the workload.
 pub fn render(
     workload: &Value,
     server: &Value,
     server_config: &Value,
     controller_namespace: &str,
 ) -> Result<Rendered, InputError> {
+    let gvk = workload_gvk(workload)?;
+    let server = Server::from_value(server).map_err(InputError::Server)?;
+    let config = ServerConfig::from_value(server_config).map_err(InputError::ServerConfig)?;
+    let namespace = same_namespace(workload, gvk.kind, &server, &config)?;
+    let settings = Settings {
+        controller_namespace: controller_namespace.to_string(),
+        on_missing: OnMissing::Deny,
+    };
+    let scope = scope(
+        gvk,
+        Operation::Create,
+        &namespace,
+        Some(workload),
+        &settings,
+    );
+    let Some(kind) = owned_by(workload, scope, &server)? else {
+        return Ok(unchanged(workload, vec![]));
+    };
+    if server.server_config != config.meta.name {
+        return Err(InputError::OtherServerConfig {
+            server: server.meta.name.clone(),
+            uses: server.server_config.clone(),
+            given: config.meta.name.clone(),
+        });
+    }
+    let inputs = Inputs {
+        server: Some(&server),
+        config: Some(&config),
+        ..Inputs::default()
+    };
+    let decision = decide(
+        Operation::Create,
+        kind,
+        &namespace,
+        workload,
+        inputs,
+        &settings,
+    );
+    applied(workload, decision)
+}
+
+/// The workload's group, version and kind: an apps/v1 StatefulSet or
+/// Deployment, or an error.
+fn workload_gvk(workload: &Value) -> Result<Gvk<'_>, InputError> {
     let api_version = workload
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -179,8 +225,22 @@ pub fn render(
             kind: kind.to_string(),
         });
     }
-    let server = Server::from_value(server).map_err(InputError::Server)?;
-    let config = ServerConfig::from_value(server_config).map_err(InputError::ServerConfig)?;
+    Ok(Gvk {
+        group,
+        version,
+        kind,
+    })
+}
+
+/// The workload's namespace (the Server's when the file names none), with
+/// the Server and ServerConfig in it too: the webhook only ever uses
+/// objects of the workload's own namespace.
+fn same_namespace(
+    workload: &Value,
+    kind: &str,
+    server: &Server,
+    config: &ServerConfig,
+) -> Result<String, InputError> {
     let name = workload
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -205,64 +265,53 @@ pub fn render(
             });
         }
     }
-    let settings = Settings {
-        controller_namespace: controller_namespace.to_string(),
-        on_missing: OnMissing::Deny,
-    };
-    let gvk = Gvk {
-        group,
-        version,
-        kind,
-    };
-    let unchanged = |warnings| Rendered {
-        object: workload.clone(),
-        patch: Value::Array(vec![]),
-        warnings,
-    };
-    let wk = match scope(
-        gvk,
-        Operation::Create,
-        &namespace,
-        Some(workload),
-        &settings,
-    ) {
-        Scope::Out(_) => return Ok(unchanged(vec![])),
+    Ok(namespace)
+}
+
+/// The workload kind when the scope check finds it owned by the given
+/// Server; `None` when it is out of scope; an error when another Server
+/// owns it.
+fn owned_by(
+    workload: &Value,
+    scope: Scope,
+    server: &Server,
+) -> Result<Option<WorkloadKind>, InputError> {
+    match scope {
+        Scope::Out(_) => Ok(None),
         Scope::In {
             kind,
             server: owner,
-        } => {
-            if owner != server.meta.name {
-                return Err(InputError::OtherServer {
-                    kind,
-                    name: name.to_string(),
-                    owner,
-                    server: server.meta.name.clone(),
-                });
-            }
-            kind
-        }
-    };
-    if server.server_config != config.meta.name {
-        return Err(InputError::OtherServerConfig {
+        } if owner == server.meta.name => Ok(Some(kind)),
+        Scope::In {
+            kind,
+            server: owner,
+        } => Err(InputError::OtherServer {
+            kind,
+            name: workload
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            owner,
             server: server.meta.name.clone(),
-            uses: server.server_config.clone(),
-            given: config.meta.name.clone(),
-        });
+        }),
     }
-    let inputs = Inputs {
-        server: Some(&server),
-        config: Some(&config),
-        ..Inputs::default()
-    };
-    match decide(
-        Operation::Create,
-        wk,
-        &namespace,
-        workload,
-        inputs,
-        &settings,
-    ) {
-        Decision::Unchanged { warnings, .. } => Ok(unchanged(warnings)),
+}
+
+/// The input, unchanged, with the webhook's warnings.
+fn unchanged(workload: &Value, warnings: Vec<String>) -> Rendered {
+    Rendered {
+        object: workload.clone(),
+        patch: Value::Array(vec![]),
+        warnings,
+    }
+}
+
+/// The decision applied: the patched workload and the patch, the input
+/// unchanged, or the refusal as an error.
+fn applied(workload: &Value, decision: Decision) -> Result<Rendered, InputError> {
+    match decision {
+        Decision::Unchanged { warnings, .. } => Ok(unchanged(workload, warnings)),
         Decision::Patched {
             patch, warnings, ..
         } => {

@@ -162,7 +162,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::inputs::{Found, Lookups, Misses};
 use crate::cache::{server_config_resource, CachedKind, Caches, Change, Namespaces};
 use crate::core::desired::{desired, differences};
-use crate::core::model::{Server, ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::core::model::{Meta, Server, ServerConfig, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::mutate::{controller_server_owner, Settings, WorkloadKind, HASH_ANNOTATION};
 use crate::core::placeholder::{is_ours, placeholder_object};
 use crate::core::plan::{
@@ -246,6 +246,18 @@ impl Ctx {
     }
 }
 
+/// The Event reference to a Seldon object (a Server or ServerConfig).
+fn seldon_reference(kind: &str, meta: &Meta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("mlops.seldon.io/v1alpha1".into()),
+        kind: Some(kind.into()),
+        name: Some(meta.name.clone()),
+        namespace: Some(meta.namespace.clone()),
+        uid: (!meta.uid.is_empty()).then(|| meta.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 /// What the placeholder pass last reported.
 #[derive(Default)]
 struct Reported {
@@ -277,14 +289,7 @@ impl Ctx {
     }
 
     async fn event_to_server(&self, server: &Server, type_: EventType, reason: &str, note: String) {
-        let reference = ObjectReference {
-            api_version: Some("mlops.seldon.io/v1alpha1".into()),
-            kind: Some("Server".into()),
-            name: Some(server.meta.name.clone()),
-            namespace: Some(server.meta.namespace.clone()),
-            uid: (!server.meta.uid.is_empty()).then(|| server.meta.uid.clone()),
-            ..ObjectReference::default()
-        };
+        let reference = seldon_reference("Server", &server.meta);
         self.publish(&reference, type_, reason, note).await;
     }
 
@@ -657,14 +662,7 @@ async fn report_adopted(ctx: &Ctx, plan: &PlaceholderPlan, controller: &[&Server
         if seen {
             continue;
         }
-        let reference = ObjectReference {
-            api_version: Some("mlops.seldon.io/v1alpha1".into()),
-            kind: Some("ServerConfig".into()),
-            name: Some(c.meta.name.clone()),
-            namespace: Some(c.meta.namespace.clone()),
-            uid: (!c.meta.uid.is_empty()).then(|| c.meta.uid.clone()),
-            ..ObjectReference::default()
-        };
+        let reference = seldon_reference("ServerConfig", &c.meta);
         tracing::warn!(name = %c.meta.name, "placeholder adopted: changed by someone else, never touched again");
         let published = ctx.publish(&reference, EventType::Warning, "PlaceholderAdopted", format!(
             "ServerConfig {}/{} carries the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} but is no longer the placeholder serverconfig-webhook wrote; it is treated as a real ServerConfig and never modified or deleted by serverconfig-webhook again. Remove the label to say so.",

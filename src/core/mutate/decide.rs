@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::super::desired::desired;
-use super::super::model::ServerConfig;
+use super::super::model::{Server, ServerConfig};
 use super::super::names::is_valid_name;
 use super::super::patch::at;
 use super::super::placeholder::is_ours;
@@ -33,38 +33,10 @@ pub fn decide(
             message: format!("serverconfig-webhook: the object's {part} is not a JSON object"),
         };
     }
-    let owner = controller_owner(object).unwrap_or(Owner { name: "", uid: "" });
-    let refuse = |message: String| match operation {
-        Operation::Create => Decision::Denied { message },
-        _ => Decision::Unchanged {
-            reason: "server-unusable",
-            warnings: vec![message],
-        },
+    let server = match usable_server(object, namespace, inputs.server) {
+        Ok(server) => server,
+        Err(why) => return refuse(operation, why.to_string()),
     };
-    if !is_valid_name(owner.name) {
-        return refuse(format!(
-            "serverconfig-webhook: the controller owner reference names Server {:?}, which is not a valid Kubernetes name",
-            owner.name
-        ));
-    }
-    let Some(server) = inputs.server.filter(|s| owns(owner, s)) else {
-        return refuse(format!(
-            "serverconfig-webhook: Server {namespace}/{} (uid {:?}) named by the controller owner reference does not exist",
-            owner.name, owner.uid
-        ));
-    };
-    if server.server_config.is_empty() {
-        return refuse(format!(
-            "serverconfig-webhook: Server {namespace}/{} has an empty spec.serverConfig",
-            server.meta.name
-        ));
-    }
-    if !is_valid_name(&server.server_config) {
-        return refuse(format!(
-            "serverconfig-webhook: Server {namespace}/{} names ServerConfig {:?}, which is not a valid Kubernetes name",
-            server.meta.name, server.server_config
-        ));
-    }
     let sc_name = &server.server_config;
     if let Some(err) = inputs.config_error {
         return Decision::Denied {
@@ -83,6 +55,73 @@ pub fn decide(
         (None, None) => return on_missing(namespace, sc_name, inputs.controller_config, settings),
     };
     build_patch(operation, kind, namespace, object, want, sc_name, &inputs)
+}
+
+/// A Server that cannot be used is refused on CREATE (the object would be
+/// built from the wrong ServerConfig) and passed with a warning otherwise
+/// (an UPDATE or a deletion must not be blocked by it).
+fn refuse(operation: Operation, message: String) -> Decision {
+    match operation {
+        Operation::Create => Decision::Denied { message },
+        _ => Decision::Unchanged {
+            reason: "server-unusable",
+            warnings: vec![message],
+        },
+    }
+}
+
+/// Why the Server named by the object's controller owner reference cannot
+/// be used; the message is what the client sees.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("serverconfig-webhook: the controller owner reference names Server {0:?}, which is not a valid Kubernetes name")]
+    InvalidOwnerName(String),
+    #[error("serverconfig-webhook: Server {namespace}/{name} (uid {uid:?}) named by the controller owner reference does not exist")]
+    NoSuchServer {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
+    #[error("serverconfig-webhook: Server {namespace}/{name} has an empty spec.serverConfig")]
+    EmptyServerConfig { namespace: String, name: String },
+    #[error("serverconfig-webhook: Server {namespace}/{name} names ServerConfig {config:?}, which is not a valid Kubernetes name")]
+    InvalidServerConfigName {
+        namespace: String,
+        name: String,
+        config: String,
+    },
+}
+
+/// The Server the object's controller owner reference names, when it
+/// exists with that uid and names a valid ServerConfig.
+fn usable_server<'a>(
+    object: &Value,
+    namespace: &str,
+    server: Option<&'a Server>,
+) -> Result<&'a Server, Unusable> {
+    let owner = controller_owner(object).unwrap_or(Owner { name: "", uid: "" });
+    if !is_valid_name(owner.name) {
+        return Err(Unusable::InvalidOwnerName(owner.name.to_string()));
+    }
+    let Some(server) = server.filter(|s| owns(owner, s)) else {
+        return Err(Unusable::NoSuchServer {
+            namespace: namespace.to_string(),
+            name: owner.name.to_string(),
+            uid: owner.uid.to_string(),
+        });
+    };
+    let (namespace, name) = (namespace.to_string(), server.meta.name.clone());
+    if server.server_config.is_empty() {
+        return Err(Unusable::EmptyServerConfig { namespace, name });
+    }
+    if !is_valid_name(&server.server_config) {
+        return Err(Unusable::InvalidServerConfigName {
+            namespace,
+            name,
+            config: server.server_config.clone(),
+        });
+    }
+    Ok(server)
 }
 
 /// The first part the patch writes into that is not an object (`spec`
