@@ -283,26 +283,11 @@ async fn server_check(
         );
     };
     let ctl_config = found.controller_config();
-    let placeholder = match ctl_config {
-        None => return check(subject, Status::Fail, format!(
-            "no ServerConfig {sc:?} in {ctl}: the stock controller builds nothing (run the sync loop to keep a placeholder)")),
-        Some(c) => match placeholder_state(c) {
-            Some(PlaceholderState::Ours) => "placeholder in place",
-            Some(PlaceholderState::Legacy) => "placeholder in place (an earlier release's shape; the sync loop rewrites it)",
-            Some(PlaceholderState::Adopted) => "adopted placeholder (labelled, but changed by someone else: treated as a shared ServerConfig, never touched by the sync loop)",
-            None => "shared ServerConfig of that name in the controller namespace",
-        },
+    let Some(placeholder) = ctl_config.map(controller_config_state) else {
+        return check(subject, Status::Fail, format!(
+            "no ServerConfig {sc:?} in {ctl}: the stock controller builds nothing (run the sync loop to keep a placeholder)"));
     };
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let deploy: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let (kind, workload) = match sts.get_opt(&s.meta.name).await {
-        Ok(Some(w)) => (WorkloadKind::StatefulSet, serde_json::to_value(w).ok()),
-        _ => match deploy.get_opt(&s.meta.name).await {
-            Ok(Some(w)) => (WorkloadKind::Deployment, serde_json::to_value(w).ok()),
-            _ => (WorkloadKind::StatefulSet, None),
-        },
-    };
-    let Some(workload) = workload else {
+    let Some((kind, workload)) = stored_workload(client, ns, &s.meta.name).await else {
         return check(subject, Status::Fail, format!("ServerConfig {ns}/{sc} found, {placeholder}, but no StatefulSet or Deployment exists yet"));
     };
     match workload_action(kind, &workload, s, Some(config), ctl_config, settings) {
@@ -327,6 +312,30 @@ async fn server_check(
                 ),
             )
         }
+    }
+}
+
+/// What the controller namespace's ServerConfig of a Server's name is, in
+/// words.
+fn controller_config_state(c: &ServerConfig) -> &'static str {
+    match placeholder_state(c) {
+        Some(PlaceholderState::Ours) => "placeholder in place",
+        Some(PlaceholderState::Legacy) => "placeholder in place (an earlier release's shape; the sync loop rewrites it)",
+        Some(PlaceholderState::Adopted) => "adopted placeholder (labelled, but changed by someone else: treated as a shared ServerConfig, never touched by the sync loop)",
+        None => "shared ServerConfig of that name in the controller namespace",
+    }
+}
+
+/// The Server's workload as stored: its StatefulSet, else its Deployment.
+async fn stored_workload(client: &Client, ns: &str, name: &str) -> Option<(WorkloadKind, Value)> {
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    if let Ok(Some(w)) = sts.get_opt(name).await {
+        return Some((WorkloadKind::StatefulSet, serde_json::to_value(w).ok()?));
+    }
+    let deploy: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    match deploy.get_opt(name).await {
+        Ok(Some(w)) => Some((WorkloadKind::Deployment, serde_json::to_value(w).ok()?)),
+        _ => None,
     }
 }
 
@@ -608,65 +617,97 @@ async fn webhook_checks(
     });
 }
 
+/// One permission the webhook's service account needs.
+struct Permission {
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    namespace: Option<String>,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.verb, self.group, self.resource)?;
+        match &self.namespace {
+            Some(n) => write!(f, " in {n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the webhook and the sync loop need: asked per watched namespace
+/// when there is a list (a scoped install grants only there), cluster-wide
+/// otherwise; the placeholders' writes in the controller namespace; the
+/// Lease in the webhook's own.
+fn permissions_needed(cfg: &DoctorConfig) -> Vec<Permission> {
+    let watched: Vec<Option<String>> = match &cfg.namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
+    };
+    let at = |verb, group, resource, namespace: &Option<String>| Permission {
+        verb,
+        group,
+        resource,
+        namespace: namespace.clone(),
+    };
+    let mut wanted = Vec::new();
+    for ns in &watched {
+        wanted.push(at("list", "mlops.seldon.io", "servers", ns));
+        wanted.push(at("watch", "mlops.seldon.io", "serverconfigs", ns));
+        wanted.push(at("patch", "apps", "statefulsets", ns));
+        wanted.push(at("create", "events.k8s.io", "events", ns));
+    }
+    let ctl = Some(cfg.settings.controller_namespace.clone());
+    wanted.push(at("create", "mlops.seldon.io", "serverconfigs", &ctl));
+    wanted.push(at("delete", "mlops.seldon.io", "serverconfigs", &ctl));
+    let own = Some(cfg.webhook_namespace.clone());
+    wanted.push(at("create", "coordination.k8s.io", "leases", &own));
+    wanted
+}
+
+/// Whether `user` (a service account of `namespace`) may do `what`, by a
+/// SubjectAccessReview.
+async fn allowed(
+    api: &Api<SubjectAccessReview>,
+    user: &str,
+    namespace: &str,
+    what: &Permission,
+) -> Result<bool, kube::Error> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(what.verb.into()),
+                group: Some(what.group.into()),
+                resource: Some(what.resource.into()),
+                namespace: what.namespace.clone(),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// Asks the API server whether the webhook's service account holds every
+/// permission it needs.
 async fn rbac_checks(client: &Client, cfg: &DoctorConfig, out: &mut Vec<Check>) {
     let user = format!(
         "system:serviceaccount:{}:{}",
         cfg.webhook_namespace, cfg.service_account
     );
-    let ctl = cfg.settings.controller_namespace.clone();
-    // Asked per watched namespace when there is a list (a scoped install
-    // grants only there), cluster-wide otherwise.
-    let watched: Vec<Option<String>> = match &cfg.namespaces {
-        Namespaces::All => vec![None],
-        Namespaces::List(l) => l.iter().cloned().map(Some).collect(),
-    };
-    let mut wanted: Vec<(&str, &str, &str, Option<String>)> = Vec::new();
-    for ns in &watched {
-        wanted.push(("list", "mlops.seldon.io", "servers", ns.clone()));
-        wanted.push(("watch", "mlops.seldon.io", "serverconfigs", ns.clone()));
-        wanted.push(("patch", "apps", "statefulsets", ns.clone()));
-        wanted.push(("create", "events.k8s.io", "events", ns.clone()));
-    }
-    wanted.push((
-        "create",
-        "mlops.seldon.io",
-        "serverconfigs",
-        Some(ctl.clone()),
-    ));
-    wanted.push(("delete", "mlops.seldon.io", "serverconfigs", Some(ctl)));
-    wanted.push((
-        "create",
-        "coordination.k8s.io",
-        "leases",
-        Some(cfg.webhook_namespace.clone()),
-    ));
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
-    for (verb, group, resource, ns) in wanted {
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(user.clone()),
-                groups: Some(vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{}", cfg.webhook_namespace),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.into()),
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    namespace: ns.clone(),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        };
-        match api.create(&PostParams::default(), &review).await {
-            Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
-            Ok(_) => missing.push(format!(
-                "{verb} {group}/{resource}{}",
-                ns.map(|n| format!(" in {n}")).unwrap_or_default()
-            )),
+    for what in permissions_needed(cfg) {
+        match allowed(&api, &user, &cfg.webhook_namespace, &what).await {
+            Ok(true) => {}
+            Ok(false) => missing.push(what.to_string()),
             Err(e) => {
                 out.push(check(
                     format!("rbac {user}"),

@@ -19,9 +19,9 @@ use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's allocator: the admission path makes
-/// many small JSON allocations (37 % of CPU in glibc malloc/free under
-/// load), and the caches' long-lived strings interleaved with transient
-/// list decoding left glibc's heap fragmented and resident.
+/// many small JSON allocations, and the caches' long-lived strings
+/// interleaved with transient list decoding left glibc's heap fragmented
+/// and resident (what it bought: ARCHITECTURE.md, "The cache stack").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

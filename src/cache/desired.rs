@@ -14,17 +14,16 @@ use crate::core::model::{Server, ServerConfig};
 
 /// Desired workloads kept as trees: the Servers whose workloads the
 /// controller is writing now (a create and the updates that follow it).
-/// Each holds two pod-spec trees, about 150 KiB, so 256 were 40 MiB.
+/// Each holds two pod-spec trees, so the bound is small (ARCHITECTURE.md,
+/// "The cache stack", has what larger bounds cost).
 pub const HOT_CAPACITY: usize = 32;
-/// Bytes of packed desired workloads kept, as [`PackedWeight`] counts them.
-/// A team's copy of a stock ServerConfig gives a 15 KB desired workload
-/// that packs into under 100 bytes, about 420 as weighed, so this holds
-/// about 10,000 Servers (the growth bench: 3,000 took 1.8 MiB of RSS;
-/// 30,000, capped by this budget, 3.6 MiB).
+/// Bytes of packed desired workloads kept, as [`PackedWeight`] counts them:
+/// room for the desired workloads of about 10,000 Servers that use copies
+/// of stock ServerConfigs (the RSS it takes: BENCHMARKS.md, growth).
 pub const PACKED_BYTES: u64 = 4 << 20;
 /// What an entry costs beyond its bytes: its allocations and the cache's
-/// slot, ghost and table space (the growth bench's RSS per entry, 280 to
-/// 770 bytes, less the bytes counted).
+/// slot, ghost and table space (fitted to the growth bench's RSS per
+/// entry: docs/history.md, "Packed desired workloads").
 const ENTRY_OVERHEAD: usize = 320;
 
 /// (namespace, Server name).

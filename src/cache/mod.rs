@@ -64,9 +64,8 @@ type Parsed<T> = quick_cache::sync::Cache<(String, String), (Box<str>, Arc<Resul
 /// few hundred bytes of JSON), so only recent ones are kept.
 const PARSED_SERVERS: usize = 512;
 /// Parsed ServerConfigs kept: those the workloads being written now use.
-/// Each is a pod-spec tree of about 60 KiB (`serde_json` maps are B-trees),
-/// so the cap is what keeps memory flat as namespaces grow (issue 6:
-/// 1,000 namespaces x 3 in 32 MiB).
+/// Each is a pod-spec tree (`serde_json` maps are B-trees), so the cap is
+/// what keeps memory flat as namespaces grow (BENCHMARKS.md, growth).
 const PARSED_CONFIGS: usize = 16;
 /// Objects per page of a watch's list: kube's client decodes a page three
 /// times over (text, a buffered tree, `DynamicObject`s) before it is

@@ -1029,29 +1029,11 @@ async fn readmit<K: Workload>(
     };
     match result {
         Ok(done) => {
-            ctx.metrics.sync_action(done);
-            ctx.forget_failures(&target.key);
-            tracing::info!(workload = %target.key, action = ?done, hash = %hash, "re-admitted workload, read back fixed");
-            let (reason, note) = success_note::<K>(done, target, hash);
-            ctx.event_to_server(&target.server, EventType::Normal, reason, note)
-                .await;
+            report_readmitted::<K>(ctx, target, done, hash).await;
             Ok(())
         }
         Err(SyncError::NotApplied(what)) => {
-            ctx.metrics.sync_action(SyncAction::NotApplied);
-            let first = ctx
-                .not_applied
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(target.key.clone(), hash.to_string())
-                .as_deref()
-                != Some(hash);
-            tracing::warn!(workload = %target.key, hash = %hash, first, "re-admitted, read back not fixed: the webhook did not apply");
-            if first {
-                ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
-                    "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
-                    K::kind(&()), target.key, target.ns, target.server.server_config)).await;
-            }
+            report_not_applied::<K>(ctx, target, hash, &what).await;
             Err(SyncError::NotApplied(what))
         }
         Err(e) => {
@@ -1064,6 +1046,35 @@ async fn readmit<K: Workload>(
             .await;
             Err(e)
         }
+    }
+}
+
+/// A re-admission read back fixed: counted, logged, and the Event.
+async fn report_readmitted<K: Workload>(ctx: &Ctx, target: &Target, done: SyncAction, hash: &str) {
+    ctx.metrics.sync_action(done);
+    ctx.forget_failures(&target.key);
+    tracing::info!(workload = %target.key, action = ?done, hash = %hash, "re-admitted workload, read back fixed");
+    let (reason, note) = success_note::<K>(done, target, hash);
+    ctx.event_to_server(&target.server, EventType::Normal, reason, note)
+        .await;
+}
+
+/// A re-admission read back not fixed: counted and logged each time, the
+/// `WebhookNotApplied` Warning once per hash.
+async fn report_not_applied<K: Workload>(ctx: &Ctx, target: &Target, hash: &str, what: &str) {
+    ctx.metrics.sync_action(SyncAction::NotApplied);
+    let first = ctx
+        .not_applied
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(target.key.clone(), hash.to_string())
+        .as_deref()
+        != Some(hash);
+    tracing::warn!(workload = %target.key, hash = %hash, first, "re-admitted, read back not fixed: the webhook did not apply");
+    if first {
+        ctx.event_to_server(&target.server, EventType::Warning, "WebhookNotApplied", format!(
+            "re-admitted {} {}, but the stored pod template is still not what ServerConfig {}/{} gives ({what}): is the webhook registered and reachable?",
+            K::kind(&()), target.key, target.ns, target.server.server_config)).await;
     }
 }
 
