@@ -164,7 +164,10 @@ fn kinds_parse_singular_plural_any_case() {
         assert_eq!(text.parse::<Kind>().ok(), want, "{text:?}");
     }
     let err = "pods".parse::<Kind>().expect_err("refused");
-    assert!(err.contains("not a kind migrate moves"), "{err}");
+    assert!(
+        err.to_string().contains("not a kind migrate moves"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -466,7 +469,7 @@ fn rollback_file_round_trips_and_rejects_bad_files() {
         (wrong_kind.to_yaml().expect("yaml"), "not a Seldon kind"),
     ];
     for (t, want) in cases {
-        let err = RollbackFile::parse(&t).expect_err(want);
+        let err = RollbackFile::parse(&t).expect_err(want).to_string();
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
 }
@@ -631,10 +634,14 @@ fn verification_checks_images_and_pods() {
         want.values().all(|i| i.starts_with("harbor.test/team/")),
         "{want:?}"
     );
-    let missing = verify::expected_images(&srv, None).expect_err("no config");
+    let missing = verify::expected_images(&srv, None)
+        .expect_err("no config")
+        .to_string();
     assert!(missing.contains("does not exist"), "{missing}");
     let ph = placeholder(ns, "mlserver-config", &["rclone", "agent", "mlserver"]);
-    let empty = verify::expected_images(&srv, Some(&ph)).expect_err("no images");
+    let empty = verify::expected_images(&srv, Some(&ph))
+        .expect_err("no images")
+        .to_string();
     assert!(empty.contains("no image"), "{empty}");
 
     let good_sts = controller_statefulset(&srv, &sc);
