@@ -733,5 +733,59 @@ fn move_flags_are_checked_before_the_cluster() {
         assert!(err.to_string().contains(want), "{err}");
     }
     assert_eq!(MigrateError::Refused("x".into()).exit_code(), 3);
-    assert_eq!(MigrateError::Failed("x".into()).exit_code(), 1);
+    assert_eq!(MigrateError::Internal("x").exit_code(), 1);
+}
+
+/// A failure after the first write names the rollback file, keeps its
+/// cause's exit code and text, and hands the cause out as `source()`.
+#[test]
+fn errors_after_writes_point_at_the_rollback_file() {
+    use std::error::Error as _;
+    let failing = verify::Failing(vec![verify::Check {
+        subject: "Server t/s: Pods".into(),
+        ok: false,
+        detail: "0 of 1 Pod(s)".into(),
+    }]);
+    let err = MigrateError::AfterWrites {
+        source: Box::new(MigrateError::MoveNotVerified {
+            timeout: std::time::Duration::from_secs(2),
+            source: failing,
+        }),
+        rollback_file: "r.yaml".into(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "verification failed within 2s (Server t/s: Pods: 0 of 1 Pod(s)); the sources are kept; \
+         the rollback file r.yaml records what was written (migrate --rollback r.yaml)"
+    );
+    assert_eq!(err.exit_code(), m::EXIT_FAILED);
+    let cause = err.source().expect("cause");
+    assert!(
+        cause.to_string().starts_with("verification failed"),
+        "{cause}"
+    );
+    assert!(cause.source().is_some(), "the failing checks");
+    // (cause, exit code): the wrapper keeps the cause's
+    let cases = [
+        (MigrateError::Refused("r".into()), m::EXIT_REFUSED),
+        (MigrateError::Usage("u".into()), m::EXIT_USAGE),
+        (MigrateError::Internal("i"), m::EXIT_FAILED),
+    ];
+    for (cause, code) in cases {
+        let wrapped = MigrateError::AfterWrites {
+            source: Box::new(cause),
+            rollback_file: "r.yaml".into(),
+        };
+        assert_eq!(wrapped.exit_code(), code, "{wrapped}");
+    }
+    let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+    let err = MigrateError::ReadRollbackFile {
+        path: "f.yaml".into(),
+        source: io,
+    };
+    assert_eq!(
+        err.to_string(),
+        "cannot read the rollback file f.yaml: gone"
+    );
+    assert_eq!(err.exit_code(), m::EXIT_USAGE);
 }
