@@ -402,7 +402,7 @@ pub struct MigrateArgs {
     pub controller_deployment: String,
 }
 
-fn parse_kind(s: &str) -> Result<crate::migrate::plan::Kind, String> {
+fn parse_kind(s: &str) -> Result<crate::migrate::plan::Kind, crate::migrate::plan::UnknownKind> {
     s.parse()
 }
 

@@ -409,10 +409,10 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
-                    return fail(migrate::MigrateError::Usage(format!(
-                        "cannot read the rollback file {}: {e}",
-                        path.display()
-                    )))
+                    return fail(migrate::MigrateError::ReadRollbackFile {
+                        path: path.clone(),
+                        source: e,
+                    })
                 }
             };
             match migrate::rollback::RollbackFile::parse(&text) {
@@ -426,10 +426,10 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
                     file,
                 ),
                 Err(e) => {
-                    return fail(migrate::MigrateError::Usage(format!(
-                        "{}: {e}",
-                        path.display()
-                    )))
+                    return fail(migrate::MigrateError::BadRollbackFile {
+                        path: path.clone(),
+                        source: e,
+                    })
                 }
             }
         }
@@ -469,9 +469,7 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let client = kube_client()
-            .await
-            .map_err(|e| migrate::MigrateError::Failed(format!("{e:#}")))?;
+        let client = kube_client().await.map_err(migrate::MigrateError::Client)?;
         match &job {
             Job::Move(cfg) => migrate::cluster::run_move(client, cfg).await,
             Job::Rollback(cfg, file) => migrate::cluster::run_rollback(client, cfg, file).await,

@@ -166,7 +166,10 @@ fn kinds_parse_singular_plural_any_case() {
         assert_eq!(text.parse::<Kind>().ok(), want, "{text:?}");
     }
     let err = "pods".parse::<Kind>().expect_err("refused");
-    assert!(err.contains("not a kind migrate moves"), "{err}");
+    assert!(
+        err.to_string().contains("not a kind migrate moves"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -468,7 +471,7 @@ fn rollback_file_round_trips_and_rejects_bad_files() {
         (wrong_kind.to_yaml().expect("yaml"), "not a Seldon kind"),
     ];
     for (t, want) in cases {
-        let err = RollbackFile::parse(&t).expect_err(want);
+        let err = RollbackFile::parse(&t).expect_err(want).to_string();
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
 }
@@ -633,10 +636,14 @@ fn verification_checks_images_and_pods() {
         want.values().all(|i| i.starts_with("harbor.test/team/")),
         "{want:?}"
     );
-    let missing = verify::expected_images(&srv, None).expect_err("no config");
+    let missing = verify::expected_images(&srv, None)
+        .expect_err("no config")
+        .to_string();
     assert!(missing.contains("does not exist"), "{missing}");
     let ph = placeholder(ns, "mlserver-config", &["rclone", "agent", "mlserver"]);
-    let empty = verify::expected_images(&srv, Some(&ph)).expect_err("no images");
+    let empty = verify::expected_images(&srv, Some(&ph))
+        .expect_err("no images")
+        .to_string();
     assert!(empty.contains("no image"), "{empty}");
 
     let good_sts = controller_statefulset(&srv, &sc);
@@ -728,5 +735,59 @@ fn move_flags_are_checked_before_the_cluster() {
         assert!(err.to_string().contains(want), "{err}");
     }
     assert_eq!(MigrateError::Refused("x".into()).exit_code(), 3);
-    assert_eq!(MigrateError::Failed("x".into()).exit_code(), 1);
+    assert_eq!(MigrateError::Internal("x").exit_code(), 1);
+}
+
+/// A failure after the first write names the rollback file, keeps its
+/// cause's exit code and text, and hands the cause out as `source()`.
+#[test]
+fn errors_after_writes_point_at_the_rollback_file() {
+    use std::error::Error as _;
+    let failing = verify::Failing(vec![verify::Check {
+        subject: "Server t/s: Pods".into(),
+        ok: false,
+        detail: "0 of 1 Pod(s)".into(),
+    }]);
+    let err = MigrateError::AfterWrites {
+        source: Box::new(MigrateError::MoveNotVerified {
+            timeout: std::time::Duration::from_secs(2),
+            source: failing,
+        }),
+        rollback_file: "r.yaml".into(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "verification failed within 2s (Server t/s: Pods: 0 of 1 Pod(s)); the sources are kept; \
+         the rollback file r.yaml records what was written (migrate --rollback r.yaml)"
+    );
+    assert_eq!(err.exit_code(), m::EXIT_FAILED);
+    let cause = err.source().expect("cause");
+    assert!(
+        cause.to_string().starts_with("verification failed"),
+        "{cause}"
+    );
+    assert!(cause.source().is_some(), "the failing checks");
+    // (cause, exit code): the wrapper keeps the cause's
+    let cases = [
+        (MigrateError::Refused("r".into()), m::EXIT_REFUSED),
+        (MigrateError::Usage("u".into()), m::EXIT_USAGE),
+        (MigrateError::Internal("i"), m::EXIT_FAILED),
+    ];
+    for (cause, code) in cases {
+        let wrapped = MigrateError::AfterWrites {
+            source: Box::new(cause),
+            rollback_file: "r.yaml".into(),
+        };
+        assert_eq!(wrapped.exit_code(), code, "{wrapped}");
+    }
+    let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+    let err = MigrateError::ReadRollbackFile {
+        path: "f.yaml".into(),
+        source: io,
+    };
+    assert_eq!(
+        err.to_string(),
+        "cannot read the rollback file f.yaml: gone"
+    );
+    assert_eq!(err.exit_code(), m::EXIT_USAGE);
 }

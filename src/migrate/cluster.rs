@@ -3,18 +3,16 @@
 //! keeps the rollback file current, and runs the verification (`wait`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-    Preconditions,
-};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::Client;
 use serde_json::Value;
 
-use super::plan::{self, describe, Kind, PlanInput, API_VERSION};
-use super::rollback::{self, key, Key, Replaced, RollbackFile, Step};
+use super::api::{api, get, is_status, to_object, to_value};
+use super::plan::{self, describe, Kind, Plan, PlanInput};
+use super::rollback::{self, key, Key, Replaced, RollbackFile, RollbackPlan, Step};
 use super::wait::wait_verified;
 use super::{MigrateError, MoveConfig, RollbackConfig};
 use crate::seldon_controller::{read_deployment, ControllerWatch};
@@ -22,39 +20,15 @@ use crate::seldon_controller::{read_deployment, ControllerWatch};
 /// Field manager of every write.
 const FIELD_MANAGER: &str = "serverconfig-webhook";
 
-pub(super) fn failed(what: impl std::fmt::Display) -> MigrateError {
-    MigrateError::Failed(what.to_string())
-}
-
-fn resource(kind: Kind) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("mlops.seldon.io", "v1alpha1", kind.as_str()),
-        kind.plural(),
-    )
-}
-
-fn api(client: &Client, kind: Kind, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &resource(kind))
-}
-
-/// An object as JSON with its `apiVersion` and `kind` (list items may lack them).
-fn to_value(kind: Kind, o: &DynamicObject) -> Result<Value, MigrateError> {
-    let mut v = serde_json::to_value(o).map_err(failed)?;
-    if let Some(m) = v.as_object_mut() {
-        m.insert("apiVersion".into(), API_VERSION.into());
-        m.insert("kind".into(), kind.as_str().into());
+/// The parameters of every create and replace.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
     }
-    Ok(v)
 }
 
-fn to_object(v: &Value) -> Result<DynamicObject, MigrateError> {
-    serde_json::from_value(v.clone()).map_err(|e| failed(format!("{}: {e}", describe(v))))
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
+/// Lists one kind in `ns`; a selector the API server rejects is bad input.
 async fn list(
     client: &Client,
     kind: Kind,
@@ -67,27 +41,20 @@ async fn list(
     }
     match api(client, kind, ns).list(&lp).await {
         Ok(l) => l.items.iter().map(|o| to_value(kind, o)).collect(),
-        Err(e) if is_status(&e, 400) && selector.is_some() => Err(MigrateError::Usage(format!(
-            "--selector {:?} is not a valid label selector: {e}",
-            selector.unwrap_or_default()
-        ))),
-        Err(e) if is_status(&e, 404) => Err(failed(format!(
-            "{} are not served in {ns} (are the Seldon CRDs installed?): {e}",
-            kind.plural()
-        ))),
-        Err(e) => Err(failed(format!(
-            "cannot list {} in {ns}: {e}",
-            kind.plural()
-        ))),
-    }
-}
-
-pub(super) async fn get(client: &Client, k: &Key) -> Result<Option<Value>, MigrateError> {
-    let (kind, ns, name) = k;
-    match api(client, *kind, ns).get_opt(name).await {
-        Ok(Some(o)) => to_value(*kind, &o).map(Some),
-        Ok(None) => Ok(None),
-        Err(e) => Err(failed(format!("cannot read {kind} {ns}/{name}: {e}"))),
+        Err(e) => Err(match selector {
+            Some(s) if is_status(&e, 400) => MigrateError::BadSelector {
+                selector: s.to_string(),
+                source: e,
+            },
+            _ if is_status(&e, 404) => MigrateError::kube(
+                format!(
+                    "{} are not served in {ns} (are the Seldon CRDs installed?)",
+                    kind.plural()
+                ),
+                e,
+            ),
+            _ => MigrateError::kube(format!("cannot list {} in {ns}", kind.plural()), e),
+        }),
     }
 }
 
@@ -96,16 +63,17 @@ async fn namespace_exists(client: &Client, ns: &str) -> Result<bool, MigrateErro
     api.get_opt(ns)
         .await
         .map(|n| n.is_some())
-        .map_err(|e| failed(format!("cannot read namespace {ns}: {e}")))
+        .map_err(|e| MigrateError::kube(format!("cannot read namespace {ns}"), e))
 }
 
 /// Refusal sentence when the controller does not watch `ns`.
 async fn watch_refusal(client: &Client, cfg: &MoveConfig) -> Result<Option<String>, MigrateError> {
     let (ctl_ns, ctl) = (&cfg.controller_namespace, &cfg.controller_deployment);
     let dep = read_deployment(client, ctl_ns, ctl).await.map_err(|e| {
-        failed(format!(
-            "cannot read the Seldon controller Deployment {ctl_ns}/{ctl}: {e}"
-        ))
+        MigrateError::kube(
+            format!("cannot read the Seldon controller Deployment {ctl_ns}/{ctl}"),
+            e,
+        )
     })?;
     let Some(dep) = dep else {
         return Ok(Some(format!(
@@ -128,33 +96,101 @@ async fn watch_refusal(client: &Client, cfg: &MoveConfig) -> Result<Option<Strin
     }))
 }
 
-/// Writes the rollback file (via a temporary file and a rename).
-fn save(path: &Path, file: &RollbackFile) -> Result<(), MigrateError> {
-    let text = file
-        .to_yaml()
-        .map_err(|e| failed(format!("cannot encode the rollback file: {e}")))?;
-    let tmp = path.with_extension("yaml.partial");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            failed(format!(
-                "cannot write the rollback file {}: {e}",
-                path.display()
-            ))
-        })
+/// The rollback file of a move under way, saved after every write so that
+/// it is complete up to the last write even when the move stops half-way.
+struct Record {
+    path: PathBuf,
+    file: RollbackFile,
+}
+
+impl Record {
+    /// Writes the empty record of the move before its first write.
+    fn start(path: &Path, from: &str, to: &str) -> Result<Record, MigrateError> {
+        let record = Record {
+            path: path.to_path_buf(),
+            file: RollbackFile::new(from, to),
+        };
+        record.save()?;
+        eprintln!("rollback file: {}", path.display());
+        Ok(record)
+    }
+
+    /// Writes the file (via a temporary file and a rename).
+    fn save(&self) -> Result<(), MigrateError> {
+        let text = self
+            .file
+            .to_yaml()
+            .map_err(MigrateError::EncodeRollbackFile)?;
+        let tmp = self.path.with_extension("yaml.partial");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|source| MigrateError::WriteRollbackFile {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// `e`, with the pointer to this file that undoes what was written.
+    fn after_writes(&self, e: MigrateError) -> MigrateError {
+        MigrateError::AfterWrites {
+            source: Box::new(e),
+            rollback_file: self.path.clone(),
+        }
+    }
+}
+
+/// What [`print_plan`] leaves to do.
+#[derive(PartialEq, Eq)]
+enum Next {
+    /// Carry the plan out.
+    Write,
+    /// Done: a dry run, or nothing selected.
+    Done,
 }
 
 /// Carries out a move (see the module docs); prints the plan on stdout and
 /// progress on stderr.
 pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateError> {
     super::validate(cfg)?;
+    check_namespaces(&client, cfg).await?;
+    let plan = plan_move(&client, cfg).await?;
+    if print_plan(cfg, &plan)? == Next::Done {
+        return Ok(());
+    }
+    let mut record = Record::start(&cfg.rollback_file, &cfg.from, &cfg.to)?;
+    apply_plan(&client, cfg, &plan, &mut record).await?;
+    verify_move(&client, cfg, &plan)
+        .await
+        .map_err(|e| record.after_writes(e))?;
+    if cfg.delete_source {
+        delete_sources(&client, cfg, &plan, &mut record).await?;
+    }
+    println!(
+        "moved {} object(s) from {} to {}{}; verified; undo with: serverconfig-webhook migrate --rollback {}",
+        plan.items.len(),
+        cfg.from,
+        cfg.to,
+        if cfg.delete_source { " (sources deleted)" } else { "" },
+        record.path.display()
+    );
+    Ok(())
+}
+
+/// Refuses a move from or into a namespace that does not exist.
+async fn check_namespaces(client: &Client, cfg: &MoveConfig) -> Result<(), MigrateError> {
     for ns in [&cfg.from, &cfg.to] {
-        if !namespace_exists(&client, ns).await? {
+        if !namespace_exists(client, ns).await? {
             return Err(MigrateError::Refused(format!(
                 "namespace {ns} does not exist"
             )));
         }
     }
+    Ok(())
+}
+
+/// Reads what the plan needs: the selected sources, everything in the
+/// target, and (for `--delete-source`) the Servers and Models left behind.
+async fn read_plan_input(client: &Client, cfg: &MoveConfig) -> Result<PlanInput, MigrateError> {
     let kinds: Vec<Kind> = if cfg.kinds.is_empty() {
         Kind::ALL.to_vec()
     } else {
@@ -171,24 +207,36 @@ pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateErr
     for kind in &kinds {
         input
             .sources
-            .extend(list(&client, *kind, &cfg.from, cfg.selector.as_deref()).await?);
+            .extend(list(client, *kind, &cfg.from, cfg.selector.as_deref()).await?);
     }
     for kind in Kind::ALL {
         input
             .targets
-            .extend(list(&client, kind, &cfg.to, None).await?);
+            .extend(list(client, kind, &cfg.to, None).await?);
     }
     if cfg.delete_source {
         for kind in [Kind::Server, Kind::Model] {
             input
                 .source_all
-                .extend(list(&client, kind, &cfg.from, None).await?);
+                .extend(list(client, kind, &cfg.from, None).await?);
         }
     }
-    let mut plan = plan::plan(&input);
-    if let Some(r) = watch_refusal(&client, cfg).await? {
+    Ok(input)
+}
+
+/// Plans the move from the objects read, the controller's refusal (an
+/// unwatched target) first.
+async fn plan_move(client: &Client, cfg: &MoveConfig) -> Result<Plan, MigrateError> {
+    let mut plan = plan::plan(&read_plan_input(client, cfg).await?);
+    if let Some(r) = watch_refusal(client, cfg).await? {
         plan.refusals.insert(0, r);
     }
+    Ok(plan)
+}
+
+/// Prints the plan's table (and on a dry run its diffs); refuses when the
+/// plan has refusals; done when it is a dry run or selects nothing.
+fn print_plan(cfg: &MoveConfig, plan: &Plan) -> Result<Next, MigrateError> {
     print!("{}", plan.table());
     if cfg.dry_run {
         print!("{}", plan.diffs());
@@ -196,7 +244,7 @@ pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateErr
             Some(r) => Err(MigrateError::Refused(format!("dry run: {r}"))),
             None => {
                 println!("dry run: nothing written");
-                Ok(())
+                Ok(Next::Done)
             }
         };
     }
@@ -212,107 +260,121 @@ pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateErr
     }
     if plan.items.is_empty() {
         println!("nothing selected in {}: nothing written", cfg.from);
-        return Ok(());
+        return Ok(Next::Done);
     }
+    Ok(Next::Write)
+}
 
-    let path = &cfg.rollback_file;
-    let mut record = RollbackFile::new(&cfg.from, &cfg.to);
-    save(path, &record)?;
-    eprintln!("rollback file: {}", path.display());
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    let undo_hint = format!(
-        "the rollback file {} records what was written (migrate --rollback {})",
-        path.display(),
-        path.display()
-    );
+/// Writes the plan's items into the target in order, recording each write.
+async fn apply_plan(
+    client: &Client,
+    cfg: &MoveConfig,
+    plan: &Plan,
+    record: &mut Record,
+) -> Result<(), MigrateError> {
+    let pp = post_params();
     for item in &plan.items {
-        let a = api(&client, item.kind, &cfg.to);
-        let what = format!("{} {}/{}", item.kind, cfg.to, item.name);
-        match item.action {
-            plan::Action::Create => {
-                let created = a
-                    .create(&pp, &to_object(&item.desired)?)
-                    .await
-                    .map_err(|e| failed(format!("cannot create {what}: {e}; {undo_hint}")))?;
-                record.created.push(to_value(item.kind, &created)?);
-                eprintln!("created {what}");
-            }
-            plan::Action::ReplacePlaceholder | plan::Action::Overwrite => {
-                let current = item.existing.clone().unwrap_or(Value::Null);
-                match replace_exact(&client, &pp, &current, &item.desired).await {
-                    Ok(Written::Replaced { before, after }) => {
-                        record.replaced.push(Replaced { before, after });
-                        eprintln!("replaced {what}");
-                    }
-                    Ok(Written::Created(after)) => {
-                        record.created.push(after);
-                        eprintln!("created {what} (the object it replaced went meanwhile)");
-                    }
-                    Err(e) => return Err(failed(format!("{e}; {undo_hint}"))),
+        apply_item(client, cfg, &pp, item, record).await?;
+        record.save()?;
+    }
+    Ok(())
+}
+
+/// Creates, replaces or skips one item in the target, per its action.
+async fn apply_item(
+    client: &Client,
+    cfg: &MoveConfig,
+    pp: &PostParams,
+    item: &plan::Item,
+    record: &mut Record,
+) -> Result<(), MigrateError> {
+    let what = format!("{} {}/{}", item.kind, cfg.to, item.name);
+    match item.action {
+        plan::Action::Create => {
+            let created = api(client, item.kind, &cfg.to)
+                .create(pp, &to_object(&item.desired)?)
+                .await
+                .map_err(|e| {
+                    record.after_writes(MigrateError::kube(format!("cannot create {what}"), e))
+                })?;
+            record.file.created.push(to_value(item.kind, &created)?);
+            eprintln!("created {what}");
+        }
+        plan::Action::ReplacePlaceholder | plan::Action::Overwrite => {
+            let current = item.existing.clone().unwrap_or(Value::Null);
+            match replace_exact(client, pp, &current, &item.desired)
+                .await
+                .map_err(|e| record.after_writes(e))?
+            {
+                Written::Replaced { before, after } => {
+                    record.file.replaced.push(Replaced { before, after });
+                    eprintln!("replaced {what}");
+                }
+                Written::Created(after) => {
+                    record.file.created.push(after);
+                    eprintln!("created {what} (the object it replaced went meanwhile)");
                 }
             }
-            plan::Action::Skip => eprintln!("skipped {what} (identical)"),
-            plan::Action::Refuse => unreachable_refusal()?,
         }
-        save(path, &record)?;
+        plan::Action::Skip => eprintln!("skipped {what} (identical)"),
+        // Refusals return before the first write.
+        plan::Action::Refuse => {
+            return Err(MigrateError::Internal(
+                "a refused item was about to be written",
+            ))
+        }
     }
+    Ok(())
+}
 
+/// Waits for every moved object to verify in the target.
+async fn verify_move(client: &Client, cfg: &MoveConfig, plan: &Plan) -> Result<(), MigrateError> {
     let present: Vec<Key> = plan
         .items
         .iter()
         .map(|i| (i.kind, cfg.to.clone(), i.name.clone()))
         .collect();
-    if let Err(failing) = wait_verified(&client, &present, &[], cfg.timeout).await {
-        return Err(failed(format!(
-            "verification failed within {:?} ({failing}); the sources are kept; {undo_hint}",
-            cfg.timeout
-        )));
-    }
-
-    if cfg.delete_source {
-        for item in plan.items.iter().rev() {
-            let k = (item.kind, cfg.from.clone(), item.name.clone());
-            let Some(current) = get(&client, &k).await? else {
-                eprintln!(
-                    "source {} {}/{} is gone already",
-                    item.kind, cfg.from, item.name
-                );
-                continue;
-            };
-            record.deleted.push(current.clone());
-            save(path, &record)?;
-            delete_exact(&client, &current)
-                .await
-                .map_err(|e| failed(format!("{e}; {undo_hint}")))?;
-            eprintln!("deleted source {}", describe(&current));
-        }
-    }
-    println!(
-        "moved {} object(s) from {} to {}{}; verified; undo with: serverconfig-webhook migrate --rollback {}",
-        plan.items.len(),
-        cfg.from,
-        cfg.to,
-        if cfg.delete_source { " (sources deleted)" } else { "" },
-        path.display()
-    );
-    Ok(())
+    wait_verified(client, &present, &[], cfg.timeout)
+        .await
+        .map_err(|source| MigrateError::MoveNotVerified {
+            timeout: cfg.timeout,
+            source,
+        })
 }
 
-/// A refused item never reaches the write loop (refusals return earlier).
-fn unreachable_refusal() -> Result<(), MigrateError> {
-    Err(failed(
-        "internal error: a refused item was about to be written",
-    ))
+/// Deletes the moved sources, last first, each recorded before its delete.
+async fn delete_sources(
+    client: &Client,
+    cfg: &MoveConfig,
+    plan: &Plan,
+    record: &mut Record,
+) -> Result<(), MigrateError> {
+    for item in plan.items.iter().rev() {
+        let k = (item.kind, cfg.from.clone(), item.name.clone());
+        let Some(current) = get(client, &k).await? else {
+            eprintln!(
+                "source {} {}/{} is gone already",
+                item.kind, cfg.from, item.name
+            );
+            continue;
+        };
+        record.file.deleted.push(current.clone());
+        record.save()?;
+        delete_exact(client, &current)
+            .await
+            .map_err(|e| record.after_writes(e))?;
+        eprintln!("deleted source {}", describe(&current));
+    }
+    Ok(())
 }
 
 /// Deletes an object only if it is still exactly `current` (uid and
 /// resourceVersion preconditions); gone already is fine.
-async fn delete_exact(client: &Client, current: &Value) -> Result<(), String> {
+async fn delete_exact(client: &Client, current: &Value) -> Result<(), MigrateError> {
     let Some((kind, ns, name)) = key(current) else {
-        return Err(format!("{} is not a moved kind", describe(current)));
+        return Err(MigrateError::NotMovedKind {
+            object: describe(current),
+        });
     };
     let field = |p: &str| {
         current
@@ -327,14 +389,15 @@ async fn delete_exact(client: &Client, current: &Value) -> Result<(), String> {
         }),
         ..DeleteParams::default()
     };
+    let what = || format!("cannot delete {}", describe(current));
     match api(client, kind, &ns).delete(&name, &dp).await {
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) if is_status(&e, 409) => Err(format!(
-            "cannot delete {}: it changed meanwhile ({e})",
-            describe(current)
-        )),
-        Err(e) => Err(format!("cannot delete {}: {e}", describe(current))),
+        Err(source) if is_status(&source, 409) => Err(MigrateError::Changed {
+            what: what(),
+            source,
+        }),
+        Err(e) => Err(MigrateError::kube(what(), e)),
     }
 }
 
@@ -344,13 +407,38 @@ pub async fn run_rollback(
     cfg: &RollbackConfig,
     file: &RollbackFile,
 ) -> Result<(), MigrateError> {
+    let current = read_current(&client, file).await?;
+    let plan = rollback::plan_rollback(file, &current, cfg.force);
+    print_rollback_plan(cfg, file, &plan);
+    if let Some(r) = plan.refusals.first() {
+        return Err(MigrateError::Refused(format!("{r}; nothing written")));
+    }
+    if cfg.dry_run {
+        println!("dry run: nothing written");
+        return Ok(());
+    }
+    apply_rollback(&client, &plan).await?;
+    verify_rollback(&client, cfg, file, &plan).await?;
+    println!("rolled back: {} write(s); verified", plan.steps.len());
+    Ok(())
+}
+
+/// Reads every object the rollback file names, as it is now.
+async fn read_current(
+    client: &Client,
+    file: &RollbackFile,
+) -> Result<BTreeMap<Key, Value>, MigrateError> {
     let mut current = BTreeMap::new();
     for k in file.keys() {
-        if let Some(v) = get(&client, &k).await? {
+        if let Some(v) = get(client, &k).await? {
             current.insert(k, v);
         }
     }
-    let plan = rollback::plan_rollback(file, &current, cfg.force);
+    Ok(current)
+}
+
+/// Prints the undo's steps, notes and refusals on stdout.
+fn print_rollback_plan(cfg: &RollbackConfig, file: &RollbackFile, plan: &RollbackPlan) {
     println!(
         "rollback of migrate {} -> {} ({})",
         file.from,
@@ -366,29 +454,31 @@ pub async fn run_rollback(
     for r in &plan.refusals {
         println!("refused: {r}");
     }
-    if let Some(r) = plan.refusals.first() {
-        return Err(MigrateError::Refused(format!("{r}; nothing written")));
-    }
-    if cfg.dry_run {
-        println!("dry run: nothing written");
-        return Ok(());
-    }
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
+}
+
+/// Carries out the undo's steps in order.
+async fn apply_rollback(client: &Client, plan: &RollbackPlan) -> Result<(), MigrateError> {
+    let pp = post_params();
     for step in &plan.steps {
         match step {
-            Step::Create(o) => create_or_fail(&client, &pp, o).await?,
+            Step::Create(o) => create(client, &pp, o).await?,
             Step::Replace { current, with } => {
-                replace_exact(&client, &pp, current, with)
-                    .await
-                    .map_err(failed)?;
+                replace_exact(client, &pp, current, with).await?;
             }
-            Step::Delete { current } => delete_exact(&client, current).await.map_err(failed)?,
+            Step::Delete { current } => delete_exact(client, current).await?,
         }
         eprintln!("{}", step.describe());
     }
+    Ok(())
+}
+
+/// Waits for the restored sources to verify and the deleted copies to go.
+async fn verify_rollback(
+    client: &Client,
+    cfg: &RollbackConfig,
+    file: &RollbackFile,
+    plan: &RollbackPlan,
+) -> Result<(), MigrateError> {
     let present: Vec<Key> = file.deleted.iter().filter_map(key).collect();
     let gone: Vec<Key> = plan
         .steps
@@ -398,14 +488,12 @@ pub async fn run_rollback(
             _ => None,
         })
         .collect();
-    if let Err(failing) = wait_verified(&client, &present, &gone, cfg.timeout).await {
-        return Err(failed(format!(
-            "rolled back, but verification failed within {:?} ({failing})",
-            cfg.timeout
-        )));
-    }
-    println!("rolled back: {} write(s); verified", plan.steps.len());
-    Ok(())
+    wait_verified(client, &present, &gone, cfg.timeout)
+        .await
+        .map_err(|source| MigrateError::RollbackNotVerified {
+            timeout: cfg.timeout,
+            source,
+        })
 }
 
 /// What [`replace_exact`] wrote.
@@ -425,10 +513,13 @@ async fn replace_exact(
     pp: &PostParams,
     current: &Value,
     with: &Value,
-) -> Result<Written, String> {
+) -> Result<Written, MigrateError> {
     let Some((kind, ns, name)) = key(with) else {
-        return Err(format!("{} is not a moved kind", describe(with)));
+        return Err(MigrateError::NotMovedKind {
+            object: describe(with),
+        });
     };
+    let what = || format!("cannot replace {}", describe(with));
     let a = api(client, kind, &ns);
     let mut current = current.clone();
     for attempt in 0..2 {
@@ -439,54 +530,48 @@ async fn replace_exact(
         ) {
             m.insert("resourceVersion".into(), rv);
         }
-        let obj = to_object(&obj).map_err(|e| e.to_string())?;
+        let obj = to_object(&obj)?;
         let placeholder = plan::is_placeholder(&current);
         match a.replace(&name, pp, &obj).await {
             Ok(after) => {
                 return Ok(Written::Replaced {
                     before: current,
-                    after: to_value(kind, &after).map_err(|e| e.to_string())?,
+                    after: to_value(kind, &after)?,
                 })
             }
             Err(e) if is_status(&e, 404) => {
-                let created = a
-                    .create(pp, &to_object(with).map_err(|e| e.to_string())?)
-                    .await
-                    .map_err(|e| format!("cannot create {}: {e}", describe(with)))?;
-                return Ok(Written::Created(
-                    to_value(kind, &created).map_err(|e| e.to_string())?,
-                ));
+                let created = a.create(pp, &to_object(with)?).await.map_err(|e| {
+                    MigrateError::kube(format!("cannot create {}", describe(with)), e)
+                })?;
+                return Ok(Written::Created(to_value(kind, &created)?));
             }
-            Err(e) if is_status(&e, 409) && placeholder && attempt == 0 => {
-                match get(client, &(kind, ns.clone(), name.clone()))
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
+            Err(source) if is_status(&source, 409) && placeholder && attempt == 0 => {
+                match get(client, &(kind, ns.clone(), name.clone())).await? {
                     Some(now) if plan::is_placeholder(&now) => current = now,
                     _ => {
-                        return Err(format!(
-                            "cannot replace {}: it changed meanwhile ({e})",
-                            describe(with)
-                        ))
+                        return Err(MigrateError::Changed {
+                            what: what(),
+                            source,
+                        })
                     }
                 }
             }
-            Err(e) => return Err(format!("cannot replace {}: {e}", describe(with))),
+            Err(e) => return Err(MigrateError::kube(what(), e)),
         }
     }
-    Err(format!(
-        "cannot replace {}: it kept changing",
-        describe(with)
-    ))
+    Err(MigrateError::KeptChanging { what: what() })
 }
 
-async fn create_or_fail(client: &Client, pp: &PostParams, o: &Value) -> Result<(), MigrateError> {
+/// Creates an object the undo restores.
+async fn create(client: &Client, pp: &PostParams, o: &Value) -> Result<(), MigrateError> {
     let Some((kind, ns, _)) = key(o) else {
-        return Err(failed(format!("{} is not a moved kind", describe(o))));
+        return Err(MigrateError::NotMovedKind {
+            object: describe(o),
+        });
     };
     api(client, kind, &ns)
         .create(pp, &to_object(o)?)
         .await
         .map(|_| ())
-        .map_err(|e| failed(format!("cannot create {}: {e}", describe(o))))
+        .map_err(|e| MigrateError::kube(format!("cannot create {}", describe(o)), e))
 }

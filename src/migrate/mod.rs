@@ -3,8 +3,10 @@
 //! refusing unsafe moves, writing a rollback file, and verifying the result.
 //!
 //! [`plan`], [`rollback`] and [`verify`] are pure; [`cluster`] (reading,
-//! writing) and `wait` (verification loop) do the I/O.
+//! writing) and `wait` (verification loop) do the I/O, both through `api`
+//! (the dynamic-object calls): cluster -> wait -> api, cluster -> api.
 
+mod api;
 pub mod cluster;
 pub mod plan;
 pub mod rollback;
@@ -28,27 +30,141 @@ pub const EXIT_USAGE: u8 = 2;
 /// nothing written.
 pub const EXIT_REFUSED: u8 = 3;
 
-/// Why `migrate` stopped; each maps to an exit code.
+/// Why `migrate` stopped; [`MigrateError::exit_code`] sorts each case into
+/// bad input (2), refused (3) or failed (1).
+///
+/// Display is the whole sentence the CLI prints, the cause's text included
+/// (as `... : <cause>`); `source()` hands out the same cause typed, so a
+/// printer shows Display alone rather than also walking the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    /// Bad input: exit 2.
+    /// Bad flags: exit 2.
     #[error("{0}")]
     Usage(String),
+    /// The `--rollback` file cannot be read: exit 2.
+    #[error("cannot read the rollback file {}: {source}", .path.display())]
+    ReadRollbackFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--rollback` file is not one `migrate` wrote: exit 2.
+    #[error("{}: {source}", .path.display())]
+    BadRollbackFile {
+        path: PathBuf,
+        #[source]
+        source: rollback::RollbackFileError,
+    },
+    /// The API server rejected `--selector`: exit 2.
+    #[error("--selector {selector:?} is not a valid label selector: {source}")]
+    BadSelector {
+        selector: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Refused before writing anything: exit 3.
     #[error("{0}")]
     Refused(String),
-    /// Failed while reading, writing or verifying: exit 1.
-    #[error("{0}")]
-    Failed(String),
+    /// No Kubernetes client (kubeconfig or in-cluster): exit 1.
+    #[error("{0:#}")]
+    Client(#[source] anyhow::Error),
+    /// A read or write of the cluster failed; `what` says which: exit 1.
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A write lost against a change made meanwhile (409): exit 1.
+    #[error("{what}: it changed meanwhile ({source})")]
+    Changed {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A replace that lost against changes twice: exit 1.
+    #[error("{what}: it kept changing")]
+    KeptChanging { what: String },
+    /// An object did not convert between JSON and the API's type: exit 1.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An object about to be written is of no kind `migrate` moves: exit 1.
+    #[error("{object} is not a moved kind")]
+    NotMovedKind { object: String },
+    /// The rollback file did not encode as YAML: exit 1.
+    #[error("cannot encode the rollback file: {0}")]
+    EncodeRollbackFile(#[source] serde_yaml_ng::Error),
+    /// The rollback file cannot be written: exit 1.
+    #[error("cannot write the rollback file {}: {source}", .path.display())]
+    WriteRollbackFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The moved objects did not verify within `--timeout`: exit 1.
+    #[error("verification failed within {timeout:?} ({source}); the sources are kept")]
+    MoveNotVerified {
+        timeout: Duration,
+        #[source]
+        source: verify::Failing,
+    },
+    /// The undo did not verify within `--timeout`: exit 1.
+    #[error("rolled back, but verification failed within {timeout:?} ({source})")]
+    RollbackNotVerified {
+        timeout: Duration,
+        #[source]
+        source: verify::Failing,
+    },
+    /// A failure after a move wrote something: the cause's exit code, with
+    /// the way back (the rollback file) appended.
+    #[error(
+        "{source}; the rollback file {} records what was written (migrate --rollback {})",
+        .rollback_file.display(),
+        .rollback_file.display()
+    )]
+    AfterWrites {
+        #[source]
+        source: Box<MigrateError>,
+        rollback_file: PathBuf,
+    },
+    /// A bug: a state the code rules out was reached: exit 1.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl MigrateError {
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
+        use MigrateError::*;
         match self {
-            MigrateError::Usage(_) => EXIT_USAGE,
-            MigrateError::Refused(_) => EXIT_REFUSED,
-            MigrateError::Failed(_) => EXIT_FAILED,
+            Usage(_) | ReadRollbackFile { .. } | BadRollbackFile { .. } | BadSelector { .. } => {
+                EXIT_USAGE
+            }
+            Refused(_) => EXIT_REFUSED,
+            AfterWrites { source, .. } => source.exit_code(),
+            Client(_)
+            | Kube { .. }
+            | Changed { .. }
+            | KeptChanging { .. }
+            | Json { .. }
+            | NotMovedKind { .. }
+            | EncodeRollbackFile(_)
+            | WriteRollbackFile { .. }
+            | MoveNotVerified { .. }
+            | RollbackNotVerified { .. }
+            | Internal(_) => EXIT_FAILED,
+        }
+    }
+
+    /// Reading or writing the cluster failed: `what` names the call.
+    fn kube(what: impl Into<String>, source: kube::Error) -> MigrateError {
+        MigrateError::Kube {
+            what: what.into(),
+            source,
         }
     }
 }

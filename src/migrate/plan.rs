@@ -74,18 +74,23 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A `--kinds` entry that names no kind `migrate` moves.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a kind migrate moves (serverconfigs, servers, models, experiments, pipelines)"
+)]
+pub struct UnknownKind(pub String);
+
 impl FromStr for Kind {
-    type Err = String;
+    type Err = UnknownKind;
 
     /// Singular or plural, any case: `Server`, `servers`, `serverconfig`.
-    fn from_str(s: &str) -> Result<Kind, String> {
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         let l = s.trim().to_ascii_lowercase();
         Kind::ALL
             .into_iter()
             .find(|k| l == k.as_str().to_ascii_lowercase() || l == k.plural())
-            .ok_or_else(|| {
-                format!("{s:?} is not a kind migrate moves (serverconfigs, servers, models, experiments, pipelines)")
-            })
+            .ok_or_else(|| UnknownKind(s.to_string()))
     }
 }
 

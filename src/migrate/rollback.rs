@@ -13,6 +13,30 @@ pub const FILE_API_VERSION: &str = "serverconfig-webhook/v1";
 /// `kind` of the rollback file.
 pub const FILE_KIND: &str = "MigrationRollback";
 
+/// Why a rollback file was not accepted: nothing of it is undone.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackFileError {
+    /// Neither YAML nor JSON of the file's shape.
+    #[error("not a rollback file: {0}")]
+    Syntax(#[source] serde_yaml_ng::Error),
+    /// Another `apiVersion`/`kind`.
+    #[error("not a rollback file: apiVersion/kind are {api_version:?}/{kind:?}, want {FILE_API_VERSION}/{FILE_KIND}")]
+    WrongType { api_version: String, kind: String },
+    /// An object of a kind `migrate` does not move.
+    #[error("{section}: {object} is not a Seldon kind migrate moves")]
+    NotMovedKind {
+        section: &'static str,
+        object: String,
+    },
+    /// An object without a name, or outside the namespace its section names.
+    #[error("{section}: {object} needs a name and namespace {namespace}")]
+    Misplaced {
+        section: &'static str,
+        object: String,
+        namespace: String,
+    },
+}
+
 /// An object `migrate` replaced in the target: what was there, and what it wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Replaced {
@@ -55,14 +79,14 @@ impl RollbackFile {
     }
 
     /// Reads a rollback file (YAML or JSON) and checks every object in it.
-    pub fn parse(text: &str) -> Result<RollbackFile, String> {
+    pub fn parse(text: &str) -> Result<RollbackFile, RollbackFileError> {
         let file: RollbackFile =
-            serde_yaml_ng::from_str(text).map_err(|e| format!("not a rollback file: {e}"))?;
+            serde_yaml_ng::from_str(text).map_err(RollbackFileError::Syntax)?;
         if file.api_version != FILE_API_VERSION || file.kind != FILE_KIND {
-            return Err(format!(
-                "not a rollback file: apiVersion/kind are {:?}/{:?}, want {FILE_API_VERSION}/{FILE_KIND}",
-                file.api_version, file.kind
-            ));
+            return Err(RollbackFileError::WrongType {
+                api_version: file.api_version,
+                kind: file.kind,
+            });
         }
         let objects = file
             .created
@@ -77,26 +101,27 @@ impl RollbackFile {
             .chain(file.deleted.iter().map(|o| ("deleted", o, &file.from)));
         for (section, o, ns) in objects {
             let Some(_) = Kind::of(o) else {
-                return Err(format!(
-                    "{section}: {} is not a Seldon kind migrate moves",
-                    describe(o)
-                ));
+                return Err(RollbackFileError::NotMovedKind {
+                    section,
+                    object: describe(o),
+                });
             };
             let name = o.pointer("/metadata/name").and_then(Value::as_str);
             let got_ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
             if name.is_none_or(str::is_empty) || got_ns != Some(ns.as_str()) {
-                return Err(format!(
-                    "{section}: {} needs a name and namespace {ns}",
-                    describe(o)
-                ));
+                return Err(RollbackFileError::Misplaced {
+                    section,
+                    object: describe(o),
+                    namespace: ns.clone(),
+                });
             }
         }
         Ok(file)
     }
 
     /// The file as YAML.
-    pub fn to_yaml(&self) -> Result<String, String> {
-        serde_yaml_ng::to_string(self).map_err(|e| e.to_string())
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        serde_yaml_ng::to_string(self)
     }
 
     /// Every object the undo must read first: `(kind, namespace, name)`.

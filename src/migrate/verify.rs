@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::core::desired::{desired, SERVER_NAME_LABEL};
-use crate::core::model::{Server, ServerConfig};
+use crate::core::model::{ModelError, Server, ServerConfig};
+
+/// Container name -> image.
+pub type Images = BTreeMap<String, String>;
 
 /// One verification check, with its current outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +23,25 @@ pub struct Check {
     pub detail: String,
 }
 
+/// The checks still failing when verification gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failing(pub Vec<Check>);
+
+impl std::fmt::Display for Failing {
+    /// `subject: detail; subject: detail`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", c.subject, c.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failing {}
+
 fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
     Check {
         subject: subject.to_string(),
@@ -28,23 +50,38 @@ fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
     }
 }
 
+/// Why the images a Server should get cannot be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    /// The Server or its ServerConfig does not read as one.
+    #[error(transparent)]
+    Object(#[from] ModelError),
+    /// The Server names a ServerConfig that is not there.
+    #[error("ServerConfig {namespace}/{name} does not exist")]
+    NoServerConfig { namespace: String, name: String },
+    /// The merged pod spec leaves a container without an image.
+    #[error("ServerConfig {namespace}/{name} gives container {container:?} no image")]
+    NoImage {
+        namespace: String,
+        name: String,
+        container: String,
+    },
+}
+
 /// Container name -> image of the pod template the Server should get: its
 /// ServerConfig's pod spec merged with the Server's `podSpec`, as the
 /// controller (and the webhook) merge them. Errors when the ServerConfig is
 /// missing or leaves a container without an image.
-pub fn expected_images(
-    server: &Value,
-    config: Option<&Value>,
-) -> Result<BTreeMap<String, String>, String> {
-    let server = Server::from_value(server).map_err(|e| e.to_string())?;
+pub fn expected_images(server: &Value, config: Option<&Value>) -> Result<Images, ImagesError> {
+    let server = Server::from_value(server)?;
     let ns = &server.meta.namespace;
     let Some(config) = config else {
-        return Err(format!(
-            "ServerConfig {ns}/{} does not exist",
-            server.server_config
-        ));
+        return Err(ImagesError::NoServerConfig {
+            namespace: ns.clone(),
+            name: server.server_config.clone(),
+        });
     };
-    let config = ServerConfig::from_value(config).map_err(|e| e.to_string())?;
+    let config = ServerConfig::from_value(config)?;
     let d = desired(&server, &config);
     let mut out = BTreeMap::new();
     for c in d
@@ -57,10 +94,11 @@ pub fn expected_images(
         let name = c.get("name").and_then(Value::as_str).unwrap_or("");
         let image = c.get("image").and_then(Value::as_str).unwrap_or("");
         if image.is_empty() {
-            return Err(format!(
-                "ServerConfig {ns}/{} gives container {name:?} no image",
-                config.meta.name
-            ));
+            return Err(ImagesError::NoImage {
+                namespace: ns.clone(),
+                name: config.meta.name.clone(),
+                container: name.to_string(),
+            });
         }
         out.insert(name.to_string(), image.to_string());
     }
@@ -68,7 +106,7 @@ pub fn expected_images(
 }
 
 /// Container name -> image of a pod spec.
-pub fn images(pod_spec: Option<&Value>) -> BTreeMap<String, String> {
+pub fn images(pod_spec: Option<&Value>) -> Images {
     pod_spec
         .and_then(|p| p.get("containers"))
         .and_then(Value::as_array)
@@ -90,7 +128,7 @@ pub fn images(pod_spec: Option<&Value>) -> BTreeMap<String, String> {
 }
 
 /// The containers whose image differs from `want`, as `name=got (want w)`.
-fn wrong_images(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Vec<String> {
+fn wrong_images(got: &Images, want: &Images) -> Vec<String> {
     want.iter()
         .filter(|(n, w)| got.get(*n) != Some(*w))
         .map(|(n, w)| match got.get(n) {
@@ -125,7 +163,7 @@ fn controller_uid(obj: &Value) -> Option<&str> {
 /// `server_uid`, when given) and has the expected images.
 pub fn statefulset(
     subject: &str,
-    expected: &Result<BTreeMap<String, String>, String>,
+    expected: &Result<Images, ImagesError>,
     sts: Option<&Value>,
     server_uid: &str,
 ) -> Check {
@@ -165,7 +203,7 @@ pub fn statefulset(
 /// the images; that is not waited for.)
 pub fn pods(
     subject: &str,
-    expected: &Result<BTreeMap<String, String>, String>,
+    expected: &Result<Images, ImagesError>,
     sts: Option<&Value>,
     pods: &[Value],
 ) -> Check {
@@ -230,7 +268,7 @@ pub fn pods(
     )
 }
 
-fn fmt_images(m: &BTreeMap<String, String>) -> String {
+fn fmt_images(m: &Images) -> String {
     m.iter()
         .map(|(n, i)| format!("{n}={i}"))
         .collect::<Vec<_>>()

@@ -12,10 +12,10 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::Value;
 
-use super::cluster::{failed, get};
+use super::api::get;
 use super::plan::Kind;
 use super::rollback::Key;
-use super::verify::{self, Check};
+use super::verify::{self, Check, Failing};
 use super::MigrateError;
 use crate::core::desired::SERVER_NAME_LABEL;
 
@@ -45,7 +45,7 @@ async fn evaluate(
         let sts = sts_api
             .get_opt(name)
             .await
-            .map_err(|e| failed(format!("cannot read StatefulSet {ns}/{name}: {e}")))?
+            .map_err(|e| MigrateError::kube(format!("cannot read StatefulSet {ns}/{name}"), e))?
             .and_then(|s| serde_json::to_value(s).ok());
         out.push(verify::statefulset(
             &format!("{subject}: StatefulSet"),
@@ -60,7 +60,7 @@ async fn evaluate(
         let pods: Vec<Value> = pod_api
             .list(&ListParams::default().labels(&format!("{SERVER_NAME_LABEL}={name}")))
             .await
-            .map_err(|e| failed(format!("cannot list Pods in {ns}: {e}")))?
+            .map_err(|e| MigrateError::kube(format!("cannot list Pods in {ns}"), e))?
             .items
             .iter()
             .filter_map(|p| serde_json::to_value(p).ok())
@@ -92,7 +92,7 @@ pub(super) async fn wait_verified(
     present: &[Key],
     gone: &[Key],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), Failing> {
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut last: BTreeMap<String, Check> = BTreeMap::new();
@@ -131,11 +131,7 @@ pub(super) async fn wait_verified(
             for c in &failing {
                 eprintln!("  [FAIL] {}: {}", c.subject, c.detail);
             }
-            return Err(failing
-                .iter()
-                .map(|c| format!("{}: {}", c.subject, c.detail))
-                .collect::<Vec<_>>()
-                .join("; "));
+            return Err(Failing(failing.into_iter().cloned().collect()));
         }
         tokio::time::sleep(Duration::from_secs(1).min(timeout.saturating_sub(start.elapsed())))
             .await;
