@@ -394,75 +394,80 @@ fn run_doctor(args: &DoctorArgs) -> ExitCode {
     }
 }
 
+/// What `migrate` was asked to do, checked before anything talks to the
+/// cluster.
+enum MigrateJob {
+    Move(migrate::MoveConfig),
+    Rollback(migrate::RollbackConfig, migrate::rollback::RollbackFile),
+}
+
+/// An undo: the rollback file read and parsed.
+fn rollback_job(
+    args: &MigrateArgs,
+    path: &std::path::Path,
+) -> Result<MigrateJob, migrate::MigrateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        migrate::MigrateError::ReadRollbackFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let file = migrate::rollback::RollbackFile::parse(&text).map_err(|source| {
+        migrate::MigrateError::BadRollbackFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let cfg = migrate::RollbackConfig {
+        file: path.to_path_buf(),
+        dry_run: args.dry_run,
+        force: args.force,
+        timeout: args.timeout,
+    };
+    Ok(MigrateJob::Rollback(cfg, file))
+}
+
+/// A move: its flags validated and its rollback file free.
+fn move_job(args: &MigrateArgs) -> Result<MigrateJob, migrate::MigrateError> {
+    let from = args.from.clone().unwrap_or_default();
+    let to = args.to.clone().unwrap_or_default();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let cfg = migrate::MoveConfig {
+        rollback_file: args
+            .rollback_file
+            .clone()
+            .unwrap_or_else(|| migrate::default_rollback_file(&from, &to, unix)),
+        from,
+        to,
+        kinds: args.kinds.clone(),
+        selector: args.selector.clone(),
+        dry_run: args.dry_run,
+        delete_source: args.delete_source,
+        force: args.force,
+        timeout: args.timeout,
+        controller_namespace: args.controller_namespace.clone(),
+        controller_deployment: args.controller_deployment.clone(),
+    };
+    migrate::validate(&cfg)?;
+    migrate::check_rollback_file(&cfg)?;
+    Ok(MigrateJob::Move(cfg))
+}
+
 fn run_migrate(args: &MigrateArgs) -> ExitCode {
     let fail = |e: migrate::MigrateError| {
         eprintln!("serverconfig-webhook migrate: {e}");
         ExitCode::from(e.exit_code())
     };
-    // Input is checked before anything talks to the cluster.
-    enum Job {
-        Move(migrate::MoveConfig),
-        Rollback(migrate::RollbackConfig, migrate::rollback::RollbackFile),
-    }
     let job = match &args.rollback {
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    return fail(migrate::MigrateError::ReadRollbackFile {
-                        path: path.clone(),
-                        source: e,
-                    })
-                }
-            };
-            match migrate::rollback::RollbackFile::parse(&text) {
-                Ok(file) => Job::Rollback(
-                    migrate::RollbackConfig {
-                        file: path.clone(),
-                        dry_run: args.dry_run,
-                        force: args.force,
-                        timeout: args.timeout,
-                    },
-                    file,
-                ),
-                Err(e) => {
-                    return fail(migrate::MigrateError::BadRollbackFile {
-                        path: path.clone(),
-                        source: e,
-                    })
-                }
-            }
-        }
-        None => {
-            let from = args.from.clone().unwrap_or_default();
-            let to = args.to.clone().unwrap_or_default();
-            let unix = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let cfg = migrate::MoveConfig {
-                rollback_file: args
-                    .rollback_file
-                    .clone()
-                    .unwrap_or_else(|| migrate::default_rollback_file(&from, &to, unix)),
-                from,
-                to,
-                kinds: args.kinds.clone(),
-                selector: args.selector.clone(),
-                dry_run: args.dry_run,
-                delete_source: args.delete_source,
-                force: args.force,
-                timeout: args.timeout,
-                controller_namespace: args.controller_namespace.clone(),
-                controller_deployment: args.controller_deployment.clone(),
-            };
-            if let Err(e) =
-                migrate::validate(&cfg).and_then(|()| migrate::check_rollback_file(&cfg))
-            {
-                return fail(e);
-            }
-            Job::Move(cfg)
-        }
+        Some(path) => rollback_job(args, path),
+        None => move_job(args),
+    };
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => return fail(e),
     };
     let runtime = match runtime("migrate") {
         Ok(r) => r,
@@ -471,8 +476,10 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let client = kube_client().await.map_err(migrate::MigrateError::Client)?;
         match &job {
-            Job::Move(cfg) => migrate::cluster::run_move(client, cfg).await,
-            Job::Rollback(cfg, file) => migrate::cluster::run_rollback(client, cfg, file).await,
+            MigrateJob::Move(cfg) => migrate::cluster::run_move(client, cfg).await,
+            MigrateJob::Rollback(cfg, file) => {
+                migrate::cluster::run_rollback(client, cfg, file).await
+            }
         }
     });
     match result {
