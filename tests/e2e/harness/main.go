@@ -71,10 +71,7 @@ func main() {
 	verbose = cfg.Verbose
 
 	if cfg.CRDs == "" {
-		cfg.CRDs = firstExisting(
-			filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml"),
-			"/work/shared/seldon-v2.9.1/crds.yaml",
-		)
+		cfg.CRDs = filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml")
 	}
 	var code int
 	switch cmd {
@@ -96,13 +93,4 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: e2e run|demo|bench [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
-}
-
-func firstExisting(paths ...string) string {
-	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return paths[0]
 }

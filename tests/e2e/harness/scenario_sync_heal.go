@@ -291,7 +291,7 @@ func scenarioSyncDoctor(ctx context.Context, s *Suite) error {
 // (shared/seldon-v2.9.1/controller-deployment.yaml) in seldon-system with
 // CLUSTERWIDE and WATCH_NAMESPACES set, and replicas 0.
 func (s *Suite) controllerDeployment(clusterwide, watch string) (*unstructured.Unstructured, error) {
-	path := firstExisting(filepath.Join(s.cfg.Repo, "..", "shared", "seldon-v2.9.1", "controller-deployment.yaml"), "/work/shared/seldon-v2.9.1/controller-deployment.yaml")
+	path := filepath.Join(s.cfg.Repo, "..", "shared", "seldon-v2.9.1", "controller-deployment.yaml")
 	if _, err := os.Stat(path); err != nil {
 		return nil, err
 	}
