@@ -22,10 +22,6 @@ import (
 // system:masters), from an audit log the bench turns on. Also the
 // admission-time figures the webhook and the API server export.
 
-// extraAPIServerArgs are appended to kube-apiserver's flags
-// (controlplane.go); only `e2e bench` sets them.
-var extraAPIServerArgs []string
-
 // enableAudit writes an audit policy that records, at Metadata level, only
 // requests from ServiceAccounts, and points kube-apiserver at it. Returns
 // the audit log path.
@@ -119,28 +115,6 @@ func (c *callCounter) snapshot(s *Suite) counters {
 	}
 	return k
 }
-
-// procCPU is the user + system CPU time of a running child, in seconds,
-// from /proc/<pid>/stat (fields 14 and 15, in clock ticks of 1/100 s).
-func procCPU(p *Proc) float64 {
-	if p == nil || p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// the command name (field 2) may hold spaces: count from its ')'
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100
-}
-
-func tvSeconds(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 func webhookName(s *Suite) string {
 	hooks, _ := s.mwc.Object["webhooks"].([]any)

@@ -406,3 +406,7 @@ func (cp *ControlPlane) WaitControllerManagerCaughtUp(ctx context.Context, timeo
 	}
 	return time.Since(t0), nil
 }
+
+// extraAPIServerArgs are appended to kube-apiserver's flags
+// (controlplane.go); only `e2e bench` sets them.
+var extraAPIServerArgs []string

@@ -447,18 +447,3 @@ func (s *Suite) secretChanged(ctx context.Context, old []byte, timeout time.Dura
 	})
 	return out, err
 }
-
-// pollEvery is poll with a given interval.
-func pollEvery(timeout, every time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v: %w", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}

@@ -21,27 +21,6 @@ import (
 	"time"
 )
 
-// Config is what the driver passes in on the command line.
-type Config struct {
-	PeerDir      string // holds kube-apiserver and kube-controller-manager
-	Etcd         string // etcd binary
-	Webhook      string // serverconfig-webhook binary
-	Repo         string // repository root
-	CRDs         string // Seldon CRDs (crds.yaml)
-	WorkDir      string // per-run temp folder; empty: make one
-	Keep         bool   // keep WorkDir after the run
-	QuietSeconds int
-	Only         string // regexp on scenario names
-	Verbose      bool
-	StartupWait  time.Duration
-	WebhookFlags string // shipped | minimal
-	// deploy scenarios (scenario_deploy_*.go); empty: those checks fail
-	CertManagerDir  string // holds cert-manager-controller and cert-manager-cainjector
-	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
-	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
-	Kustomize       string // kustomize binary (optional)
-}
-
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -66,7 +45,7 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
-	bench := benchFlags(fs) // bench_e2e.go
+	benchCfg := benchFlags(fs) // bench/bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
 	verbose = cfg.Verbose
 
@@ -80,7 +59,7 @@ func main() {
 	case "demo":
 		code = runDemo(cfg)
 	case "bench":
-		code = runBench(cfg, bench)
+		code = runBench(cfg, benchCfg)
 	case "bench-fixture":
 		// its own flags follow "--" (bench_fixture.go)
 		code = runBenchFixture(cfg, fs.Args())

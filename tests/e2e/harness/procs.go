@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -168,4 +170,39 @@ func mustFreePort() int {
 		panic(err)
 	}
 	return p
+}
+
+// procCPU is the user + system CPU time of a running child, in seconds,
+// from /proc/<pid>/stat (fields 14 and 15, in clock ticks of 1/100 s).
+func procCPU(p *Proc) float64 {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// the command name (field 2) may hold spaces: count from its ')'
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
+func tvSeconds(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// Kill ends the process group with SIGKILL: no shutdown path runs (the
+// Lease is not released).
+func (p *Proc) Kill() {
+	if p == nil {
+		return
+	}
+	if done, _ := p.Exited(); !done {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	procs.remove(p)
 }

@@ -333,18 +333,6 @@ func firstDifference(a, b string) string {
 	return fmt.Sprintf("stored ...%s... vs Seldon ...%s...", clip(a), clip(b))
 }
 
-func (w *warningRecorder) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = nil
-}
-
-func (w *warningRecorder) all() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Join(w.seen, " | ")
-}
-
 // controllerIdentity is a client acting as the Seldon controller's
 // ServiceAccount user, with the rights the stock controller has on
 // workloads (a ClusterRole of the harness).

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -201,19 +200,6 @@ func metricValue(text, name, label string) float64 {
 		}
 	}
 	return -1
-}
-
-// Kill ends the process group with SIGKILL: no shutdown path runs (the
-// Lease is not released).
-func (p *Proc) Kill() {
-	if p == nil {
-		return
-	}
-	if done, _ := p.Exited(); !done {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
-	procs.remove(p)
 }
 
 // runDoctor runs `serverconfig-webhook doctor` with the admin kubeconfig.

@@ -69,12 +69,6 @@ type StandIn struct {
 	strategies map[string]appsv1.DeploymentStrategy
 }
 
-// NewStandIn is a stand-in for the given controller, reading ServerConfigs
-// from seldon-system.
-func (s *Suite) NewStandIn(mode ControllerMode) *StandIn {
-	return &StandIn{cp: s.cp, ControllerNamespace: controllerNS, Mode: mode}
-}
-
 // clients are the stand-in's own: the admin's credentials (as in the
 // trace, where the controller ran as the admin user) with the stock
 // controller's user agent.
@@ -458,4 +452,16 @@ func (w *warningRecorder) Matching(sub string) []string {
 		}
 	}
 	return out
+}
+
+func (w *warningRecorder) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = nil
+}
+
+func (w *warningRecorder) all() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.seen, " | ")
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -39,7 +37,6 @@ import (
 // and counted. It manages only Servers in the namespaces it is given, so
 // it never competes with the scenarios that drive StandIn.Reconcile by hand.
 type StandInController struct {
-	s          *Suite
 	si         *StandIn
 	namespaces map[string]bool
 	q          workqueue.TypedRateLimitingInterface[string]
@@ -55,23 +52,16 @@ type StandInController struct {
 	once      sync.Once
 }
 
-// StartStandInController starts a stand-in for the stock 2.9.1 controller
-// (StatefulSets) for the Servers of the given namespaces; Stop ends it
-// ("controller down"), and starting a new one is a controller restart (its
-// initial list reconciles every Server).
-func (s *Suite) StartStandInController(ctx context.Context, namespaces ...string) (*StandInController, error) {
-	return s.StartStandInControllerFor(ctx, s.NewStandIn(Mode291), namespaces...)
-}
-
-// StartStandInControllerFor runs the given stand-in (its mode, its
-// deployment strategies, its warnings) as a controller.
-func (s *Suite) StartStandInControllerFor(ctx context.Context, si *StandIn, namespaces ...string) (*StandInController, error) {
+// startStandInController runs the given stand-in (its mode, its
+// deployment strategies, its warnings) as a controller for the Servers of
+// the given namespaces.
+func startStandInController(ctx context.Context, si *StandIn, namespaces ...string) (*StandInController, error) {
 	kube, dync, err := si.clients()
 	if err != nil {
 		return nil, err
 	}
 	c := &StandInController{
-		s: s, si: si, namespaces: map[string]bool{},
+		si: si, namespaces: map[string]bool{},
 		q:        workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		notFound: map[string]string{}, lastPatch: map[string]string{},
 	}
@@ -226,62 +216,4 @@ func (c *StandInController) reconcile(ctx context.Context, key string) (bool, er
 		step("stand-in controller %s: Server %s: %v", c.si.Mode, key, oneLine(err.Error()))
 	}
 	return out.Terminal, err
-}
-
-// legacyNotReadyReason is the reason of the Warning Event an earlier
-// stand-in emitted where the stock controller sets its workload condition
-// False. The stand-in now writes the condition, as the stock controller
-// does, and emits no Event; ServerEvents still answers for this reason
-// with the condition in Event form, for callers not yet moved to
-// Suite.ServerCondition.
-const legacyNotReadyReason = "StandInStatefulSetNotReady"
-
-// ServerEvents lists the Events on a Server with the given reason.
-func (s *Suite) ServerEvents(ctx context.Context, ns, server, reason string) ([]corev1.Event, error) {
-	if reason == legacyNotReadyReason {
-		return s.conditionAsEvents(ctx, ns, server)
-	}
-	l, err := s.cp.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + server + ",reason=" + reason})
-	if err != nil {
-		return nil, err
-	}
-	var out []corev1.Event
-	for _, e := range l.Items {
-		if e.InvolvedObject.Kind == "Server" {
-			out = append(out, e)
-		}
-	}
-	// events.k8s.io/v1 Events (kube-runtime's recorder) show up in core/v1
-	// too, with reason and regarding -> involvedObject
-	return out, nil
-}
-
-// conditionAsEvents: the Server's workload condition (either version's
-// type), when False for an error rather than for replicas not ready yet,
-// as one Event whose message is the condition's text.
-func (s *Suite) conditionAsEvents(ctx context.Context, ns, server string) ([]corev1.Event, error) {
-	for _, t := range []string{Mode291.ConditionType(), Mode2102.ConditionType()} {
-		c, found, err := s.ServerCondition(ctx, ns, server, t)
-		if err != nil {
-			return nil, err
-		}
-		if !found || c.Status != "False" || isReplicaReason(c.Reason) {
-			continue
-		}
-		return []corev1.Event{{
-			InvolvedObject: corev1.ObjectReference{Kind: "Server", Namespace: ns, Name: server},
-			Reason:         legacyNotReadyReason, Type: corev1.EventTypeWarning,
-			Message: fmt.Sprintf("(condition %s=False) %s", t, strings.TrimSpace(c.Reason+" "+c.Message)),
-		}}, nil
-	}
-	return nil, nil
-}
-
-func isReplicaReason(reason string) bool {
-	for _, r := range workloadReadyReasons {
-		if reason == r[0] || reason == r[1] {
-			return true
-		}
-	}
-	return false
 }

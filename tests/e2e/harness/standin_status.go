@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"reflect"
 	"sort"
 	"time"
@@ -179,63 +178,4 @@ func (si *StandIn) statusFromWorkload(ctx context.Context, server *unstructured.
 		return nil
 	}
 	return si.writeStatus(ctx, server, st)
-}
-
-// ServerCondition reads a condition of the Server's status (what `kubectl
-// get server -o yaml` shows); found is false when the Server or the
-// condition does not exist.
-func (s *Suite) ServerCondition(ctx context.Context, ns, name, condType string) (c serverCondition, found bool, err error) {
-	u, err := s.cp.Dyn.Resource(gvrServer).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return c, false, nil
-	}
-	if err != nil {
-		return c, false, err
-	}
-	for _, x := range statusOf(u).Conditions {
-		if x.Type == condType {
-			return x, true, nil
-		}
-	}
-	return c, false, nil
-}
-
-// waitServerCondition waits until the Server's condition has the status and
-// its reason or message satisfies ok (nil: any).
-func (s *Suite) waitServerCondition(ctx context.Context, ns, name, condType, status string, ok func(serverCondition) bool, timeout time.Duration) (serverCondition, error) {
-	var last serverCondition
-	err := poll(timeout, func() error {
-		c, found, err := s.ServerCondition(ctx, ns, name, condType)
-		if err != nil {
-			return err
-		}
-		last = c
-		if !found {
-			return fmt.Errorf("Server %s/%s has no condition %s", ns, name, condType)
-		}
-		if c.Status != status || (ok != nil && !ok(c)) {
-			return fmt.Errorf("Server %s/%s: %s=%s reason %q message %q", ns, name, c.Type, c.Status, c.Reason, c.Message)
-		}
-		return nil
-	})
-	return last, err
-}
-
-// controllerEvents are the Events on the Server that the webhook did not
-// write (its recorder reports as serverconfig-webhook): the stock
-// controller emits none for a failed reconcile, and neither may the
-// stand-in (an earlier one did, StandInStatefulSetNotReady).
-func (s *Suite) controllerEvents(ctx context.Context, ns, server string) ([]string, error) {
-	l, err := s.cp.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + server})
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range l.Items {
-		if e.InvolvedObject.Kind != "Server" || e.ReportingController == syncFieldManager || e.Source.Component == syncFieldManager {
-			continue
-		}
-		out = append(out, e.Reason+": "+e.Message)
-	}
-	return out, nil
 }

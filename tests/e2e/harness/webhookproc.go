@@ -227,3 +227,30 @@ func (w *Webhook) Pid() int {
 	}
 	return w.proc.cmd.Process.Pid
 }
+
+// withoutSync is a copy of the webhook (same port, certificate, identity)
+// whose flags lack --sync: a webhook whose sync loop is not this release's.
+func (w *Webhook) withoutSync() *Webhook {
+	c := *w
+	c.proc = nil
+	c.ShippedArgs = withoutSyncArgs(w.ShippedArgs)
+	return &c
+}
+
+// replicaWithoutSync is Replica with the shipped flags minus --sync (a
+// replica that only serves admissions).
+func (w *Webhook) replicaWithoutSync(procName, podName string) *Webhook {
+	r := w.Replica(procName, podName)
+	r.ShippedArgs = withoutSyncArgs(w.ShippedArgs)
+	return r
+}
+
+func withoutSyncArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
+		if a != "--sync" && !strings.HasPrefix(a, "--sync=") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
