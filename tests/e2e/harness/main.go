@@ -10,7 +10,7 @@
 //	                   table and keep running until Ctrl-C
 //	e2e bench [flags]  issue 6 benchmarks 3/4: concurrent StatefulSet creates
 //	                   with the webhook, without it, and (1.36+) with a
-//	                   MutatingAdmissionPolicy; JSON lines (bench_e2e.go)
+//	                   MutatingAdmissionPolicy; JSON lines (bench/bench_e2e.go)
 package main
 
 import (
@@ -19,6 +19,11 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"serverconfig-webhook/e2e/harness/bench"
+	"serverconfig-webhook/e2e/harness/controlplane"
+	"serverconfig-webhook/e2e/harness/scenarios"
+	"serverconfig-webhook/e2e/harness/util"
 )
 
 func main() {
@@ -28,7 +33,7 @@ func main() {
 	}
 	cmd := os.Args[1]
 	fs := flag.NewFlagSet("e2e "+cmd, flag.ExitOnError)
-	var cfg Config
+	var cfg controlplane.Config
 	fs.StringVar(&cfg.PeerDir, "peer-dir", "", "folder holding kube-apiserver and kube-controller-manager")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd binary")
 	fs.StringVar(&cfg.Webhook, "webhook", "", "serverconfig-webhook binary")
@@ -45,9 +50,9 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
-	benchCfg := benchFlags(fs) // bench/bench_e2e.go
+	benchCfg := bench.Flags(fs) // bench/bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
-	verbose = cfg.Verbose
+	util.Verbose = cfg.Verbose
 
 	if cfg.CRDs == "" {
 		cfg.CRDs = filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml")
@@ -55,14 +60,14 @@ func main() {
 	var code int
 	switch cmd {
 	case "run":
-		code = runSuite(cfg)
+		code = scenarios.RunSuite(cfg)
 	case "demo":
-		code = runDemo(cfg)
+		code = scenarios.RunDemo(cfg)
 	case "bench":
-		code = runBench(cfg, benchCfg)
+		code = bench.Run(cfg, benchCfg)
 	case "bench-fixture":
-		// its own flags follow "--" (bench_fixture.go)
-		code = runBenchFixture(cfg, fs.Args())
+		// its own flags follow "--" (bench/bench_fixture.go)
+		code = bench.RunFixture(cfg, fs.Args())
 	default:
 		usage()
 		code = 2

@@ -1,0 +1,4 @@
+// Package k8s is what every part of the harness uses about Kubernetes
+// objects: the resources it addresses, YAML decoding, and the Seldon
+// fixtures (the released ServerConfigs and the Servers the scenarios build).
+package k8s
