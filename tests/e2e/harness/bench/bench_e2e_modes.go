@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -129,17 +128,17 @@ func (b *bench) switchTo(ctx context.Context, mode string) error {
 // webhook's annotations under the webhook; the team's images without them
 // under the policy.
 func (b *bench) expect(mode, ns string, sts *appsv1.StatefulSet) error {
-	got := controlplane.TemplateImages(sts.Spec.Template.Spec)
+	got := k8s.TemplateImages(sts.Spec.Template.Spec)
 	team := k8s.ExpectedImages(b.s.Fx.ServerConfig("mlserver", benchConfig, ns, "team"))
 	want := b.s.PlatformImages("mlserver")
-	annotated := len(controlplane.WebhookAnnotations(sts.ObjectMeta)) > 0
+	annotated := len(k8s.WebhookAnnotations(sts.ObjectMeta)) > 0
 	wantAnnotated := mode == modeWebhook || mode == modeWebhookNoop
 	if mode != modeNone {
 		want = team
 	}
-	if !controlplane.SameImages(got, want) || annotated != wantAnnotated {
+	if !k8s.SameImages(got, want) || annotated != wantAnnotated {
 		return fmt.Errorf("%s: %s/%s has images [%s] (want [%s]), webhook annotations %v (want %v)",
-			mode, ns, sts.Name, controlplane.FmtImages(got), controlplane.FmtImages(want), annotated, wantAnnotated)
+			mode, ns, sts.Name, k8s.FmtImages(got), k8s.FmtImages(want), annotated, wantAnnotated)
 	}
 	return nil
 }
@@ -229,5 +228,5 @@ func (b *bench) checkMAPIn(ctx context.Context, mode, ns string) (string, error)
 	if err := b.s.CP.Kube.AppsV1().StatefulSets(ns).Delete(ctx, sent.Name, metav1.DeleteOptions{}); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s: stored [%s], generation %d after a full Update", ns, controlplane.FmtImages(controlplane.TemplateImages(again.Spec.Template.Spec)), again.Generation), nil
+	return fmt.Sprintf("%s: stored [%s], generation %d after a full Update", ns, k8s.FmtImages(k8s.TemplateImages(again.Spec.Template.Spec)), again.Generation), nil
 }

@@ -3,7 +3,6 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -14,51 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
 
 // Helpers that read what the API server stored and what
 // kube-controller-manager did with it.
-
-// TemplateImages maps each container of the pod spec to its image.
-func TemplateImages(spec corev1.PodSpec) map[string]string {
-	out := map[string]string{}
-	for _, c := range spec.Containers {
-		out[c.Name] = c.Image
-	}
-	return out
-}
-
-// FmtImages shows an image map as sorted name=image pairs.
-func FmtImages(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b []string
-	for _, k := range keys {
-		v := m[k]
-		if v == "" {
-			v = "<empty>"
-		}
-		b = append(b, k+"="+v)
-	}
-	return strings.Join(b, " ")
-}
-
-// SameImages: the two image maps are equal.
-func SameImages(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
 
 func (cp *ControlPlane) GetSTS(ctx context.Context, ns, name string) (*appsv1.StatefulSet, error) {
 	return cp.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
@@ -88,7 +48,7 @@ func (cp *ControlPlane) PodsWithImages(ctx context.Context, ns, server string, n
 	pods, err := cp.WaitPods(ctx, ns, server, n, timeout)
 	ok := err == nil
 	for _, p := range pods {
-		ok = ok && SameImages(TemplateImages(p.Spec), images)
+		ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), images)
 	}
 	return len(pods), ok, err
 }
@@ -166,17 +126,6 @@ func (cp *ControlPlane) DeleteSTS(ctx context.Context, ns, name string) error {
 		}
 		return nil
 	})
-}
-
-// WebhookAnnotations are the serverconfig-webhook/ annotations of an object.
-func WebhookAnnotations(m metav1.ObjectMeta) map[string]string {
-	out := map[string]string{}
-	for k, v := range m.Annotations {
-		if strings.HasPrefix(k, "serverconfig-webhook/") {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // DryRunDefaulted submits obj as a dry-run create under another name, with

@@ -43,7 +43,7 @@ func RunDemo(cfg controlplane.Config) int {
 			without[ns]["*"] = "create rejected: " + shortErr(err)
 			continue
 		}
-		without[ns] = controlplane.TemplateImages(stored.Spec.Template.Spec)
+		without[ns] = k8s.TemplateImages(stored.Spec.Template.Spec)
 		if err := s.CP.DeleteSTS(ctx, ns, p1Server); err != nil {
 			fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 			return 1
@@ -62,7 +62,7 @@ func RunDemo(cfg controlplane.Config) int {
 			with[ns]["*"] = "error: " + shortErr(err)
 			continue
 		}
-		with[ns] = controlplane.TemplateImages(stored.Spec.Template.Spec)
+		with[ns] = k8s.TemplateImages(stored.Spec.Template.Spec)
 	}
 
 	fmt.Printf("\nSeed Pattern 1: Server %q with its own ServerConfig %q in each application namespace;\n", p1Server, p1ServerConfig)

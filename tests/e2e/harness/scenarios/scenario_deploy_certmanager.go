@@ -52,9 +52,9 @@ func scenarioDeployCertManager(ctx context.Context, s *Suite) error {
 		return nil
 	}
 	want := s.teamImages(certNS, "mlserver", "mlserver")
-	imgs := controlplane.TemplateImages(stored.Spec.Template.Spec)
-	s.r.Check(checkName(sc, "statefulset-patched"), controlplane.SameImages(imgs, want) && len(controlplane.WebhookAnnotations(stored.ObjectMeta)) > 0,
-		"stored %s (want the team's %s), annotations %v", controlplane.FmtImages(imgs), controlplane.FmtImages(want), controlplane.WebhookAnnotations(stored.ObjectMeta))
+	imgs := k8s.TemplateImages(stored.Spec.Template.Spec)
+	s.r.Check(checkName(sc, "statefulset-patched"), k8s.SameImages(imgs, want) && len(k8s.WebhookAnnotations(stored.ObjectMeta)) > 0,
+		"stored %s (want the team's %s), annotations %v", k8s.FmtImages(imgs), k8s.FmtImages(want), k8s.WebhookAnnotations(stored.ObjectMeta))
 	return nil
 }
 
@@ -275,7 +275,7 @@ func (s *Suite) startAdmissionLoad(ctx context.Context, desired *appsv1.Stateful
 					var stored *appsv1.StatefulSet
 					stored, err = s.StandIn.Write(loadCtx, desired)
 					if err == nil {
-						imgs = controlplane.TemplateImages(stored.Spec.Template.Spec)
+						imgs = k8s.TemplateImages(stored.Spec.Template.Spec)
 					}
 				} else {
 					o := desired.DeepCopy()
@@ -283,14 +283,14 @@ func (s *Suite) startAdmissionLoad(ctx context.Context, desired *appsv1.Stateful
 					var got *appsv1.StatefulSet
 					got, err = s.CP.Kube.AppsV1().StatefulSets(certNS).Create(loadCtx, o, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 					if err == nil {
-						imgs = controlplane.TemplateImages(got.Spec.Template.Spec)
+						imgs = k8s.TemplateImages(got.Spec.Template.Spec)
 					}
 				}
 				if loadCtx.Err() != nil {
 					return // cancelled mid-request: not counted
 				}
-				if err == nil && !controlplane.SameImages(imgs, want) {
-					err = fmt.Errorf("not patched: %s", controlplane.FmtImages(imgs))
+				if err == nil && !k8s.SameImages(imgs, want) {
+					err = fmt.Errorf("not patched: %s", k8s.FmtImages(imgs))
 				}
 				load.record(kind, err)
 				time.Sleep(20 * time.Millisecond)

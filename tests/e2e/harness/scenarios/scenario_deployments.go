@@ -43,12 +43,12 @@ func scenarioDeploymentsCreate(ctx context.Context, s *Suite) error {
 	s.r.Check(checkName(sc, "placeholder-by-sync-loop"), okPH, "%s/%s: %s", k8s.ControllerNS, depConfig, detail)
 
 	d, err := s.getDeployment(ctx, depNS, depServer)
-	if !s.r.Check(checkName(sc, "stored-team-images"), err == nil && controlplane.SameImages(controlplane.TemplateImages(d.Spec.Template.Spec), team) &&
+	if !s.r.Check(checkName(sc, "stored-team-images"), err == nil && k8s.SameImages(k8s.TemplateImages(d.Spec.Template.Spec), team) &&
 		d.Annotations[syncSourceAnn] == depNS+"/"+depConfig, "%s", func() string {
 		if err != nil {
 			return err.Error()
 		}
-		return fmt.Sprintf("stored template %s (team's %s), %s=%q", controlplane.FmtImages(controlplane.TemplateImages(d.Spec.Template.Spec)), controlplane.FmtImages(team), syncSourceAnn, d.Annotations[syncSourceAnn])
+		return fmt.Sprintf("stored template %s (team's %s), %s=%q", k8s.FmtImages(k8s.TemplateImages(d.Spec.Template.Spec)), k8s.FmtImages(team), syncSourceAnn, d.Annotations[syncSourceAnn])
 	}()) {
 		return nil
 	}
@@ -139,9 +139,9 @@ func scenarioDeploymentsScale(ctx context.Context, s *Suite) error {
 		"%d Updates counted, %d in the audit log, objectmatcher patch %s %v", c.Updates.Load()-u0, len(updates), c.LastPatch(depNS, depServer), err)
 	d := JSONDiff(before.Spec.Template, after.Spec.Template)
 	s.r.Check(checkName(sc, "replicas-stored-template-unchanged"), replicasOf(after.Spec.Replicas) == 2 && d == "" &&
-		controlplane.SameImages(controlplane.TemplateImages(after.Spec.Template.Spec), team) && after.Generation == before.Generation+1,
+		k8s.SameImages(k8s.TemplateImages(after.Spec.Template.Spec), team) && after.Generation == before.Generation+1,
 		"replicas %d, generation %d -> %d, images %s, template %s", replicasOf(after.Spec.Replicas), before.Generation, after.Generation,
-		controlplane.FmtImages(controlplane.TemplateImages(after.Spec.Template.Spec)), func() string {
+		k8s.FmtImages(k8s.TemplateImages(after.Spec.Template.Spec)), func() string {
 			if d == "" {
 				return "unchanged"
 			}
@@ -194,7 +194,7 @@ func scenarioDeploymentsRollout(ctx context.Context, s *Suite) error {
 		}
 		withNew = 0
 		for _, p := range l.Items {
-			if controlplane.SameImages(controlplane.TemplateImages(p.Spec), newImages) {
+			if k8s.SameImages(k8s.TemplateImages(p.Spec), newImages) {
 				withNew++
 			}
 		}

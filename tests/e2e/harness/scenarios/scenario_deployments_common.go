@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/standin"
 	"serverconfig-webhook/e2e/harness/util"
@@ -93,9 +92,9 @@ func (s *Suite) waitDeploymentImages(ctx context.Context, ns, name string, want 
 		if err != nil {
 			return err
 		}
-		imgs := controlplane.TemplateImages(d.Spec.Template.Spec)
-		last = controlplane.FmtImages(imgs)
-		if !controlplane.SameImages(imgs, want) {
+		imgs := k8s.TemplateImages(d.Spec.Template.Spec)
+		last = k8s.FmtImages(imgs)
+		if !k8s.SameImages(imgs, want) {
 			return fmt.Errorf("images %s", last)
 		}
 		return nil

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -51,7 +50,7 @@ func (s *Suite) dryRunImages(ctx context.Context, desired *appsv1.StatefulSet, n
 	if err != nil {
 		return nil, err
 	}
-	return controlplane.TemplateImages(got.Spec.Template.Spec), nil
+	return k8s.TemplateImages(got.Spec.Template.Spec), nil
 }
 
 // scenarioFaultAPIServer: kube-apiserver is stopped and started again (same
@@ -150,8 +149,8 @@ func scenarioFaultAPIServer(ctx context.Context, s *Suite) error {
 			imgs, err = s.dryRunImages(ctx, desired, fmt.Sprintf("fa-first-%d", i))
 			return err
 		})
-		first = append(first, fmt.Sprintf("%s %v", controlplane.FmtImages(imgs), err))
-		firstOK = firstOK && err == nil && controlplane.SameImages(imgs, v("-v1"))
+		first = append(first, fmt.Sprintf("%s %v", k8s.FmtImages(imgs), err))
+		firstOK = firstOK && err == nil && k8s.SameImages(imgs, v("-v1"))
 	}
 	s.r.Check(checkName(sc, "first-admissions-correct"), firstOK, "first 3 dry-run creates through the restarted API server: %v", first)
 
@@ -173,7 +172,7 @@ func scenarioFaultAPIServer(ctx context.Context, s *Suite) error {
 				if bgCtx.Err() == nil {
 					errs++
 				}
-			case controlplane.SameImages(imgs, v("-v2")):
+			case k8s.SameImages(imgs, v("-v2")):
 				fresh++
 			default:
 				stale++
@@ -266,7 +265,7 @@ func (s *Suite) faultAPIServerHA(ctx context.Context, sc string, desired *appsv1
 				if bgCtx.Err() == nil {
 					errs++
 				}
-			case controlplane.SameImages(controlplane.TemplateImages(got.Spec.Template.Spec), v("-v3")):
+			case k8s.SameImages(k8s.TemplateImages(got.Spec.Template.Spec), v("-v3")):
 				fresh++
 			default:
 				stale++

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -203,11 +202,11 @@ func (h *hostile) hugeSharedConfig(ctx context.Context) error {
 	}
 	// the controller's full Update of B's workload, as after any reconcile
 	_, bNow, uerr := s.StandIn.Reconcile(ctx, h.nsB, "b-srv")
-	bOK := uerr == nil && controlplane.SameImages(controlplane.TemplateImages(bNow.Spec.Template.Spec), h.bImages) &&
+	bOK := uerr == nil && k8s.SameImages(k8s.TemplateImages(bNow.Spec.Template.Spec), h.bImages) &&
 		bNow.Generation == h.bSTS.Generation
 	bDetail := fmt.Sprint(uerr)
 	if uerr == nil {
-		bDetail = fmt.Sprintf("%s, generation %d -> %d", controlplane.FmtImages(controlplane.TemplateImages(bNow.Spec.Template.Spec)), h.bSTS.Generation, bNow.Generation)
+		bDetail = fmt.Sprintf("%s, generation %d -> %d", k8s.FmtImages(k8s.TemplateImages(bNow.Spec.Template.Spec)), h.bSTS.Generation, bNow.Generation)
 	}
 	s.r.Check(checkName(h.sc, "huge-config-leaves-b-alone"), phOK && bOK, "placeholder %s: %s; B's StatefulSet after the controller's Update: %s", hostileShared, phDetail, bDetail)
 	aDesired, err := s.StandIn.Build(ctx, h.nsA, "a-shared")

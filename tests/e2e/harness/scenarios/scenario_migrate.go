@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -248,9 +247,9 @@ func (s *Suite) migPodsImages(ctx context.Context, ns, server string, want map[s
 	var got []string
 	ok := true
 	for _, p := range pods {
-		imgs := controlplane.TemplateImages(p.Spec)
-		got = append(got, p.Name+": "+controlplane.FmtImages(imgs))
-		if !controlplane.SameImages(imgs, want) {
+		imgs := k8s.TemplateImages(p.Spec)
+		got = append(got, p.Name+": "+k8s.FmtImages(imgs))
+		if !k8s.SameImages(imgs, want) {
 			ok = false
 		}
 	}
@@ -357,7 +356,7 @@ func scenarioMigrateA(ctx context.Context, s *Suite) error {
 	s.r.Check("migrate-a/server-managed-stripped", dstSrv.GetUID() != srcSrv.GetUID() && len(dstSrv.GetOwnerReferences()) == 0 &&
 		dstSrv.GetLabels()[migPartOf] == "mig-a", "uid %s (source %s), ownerReferences %v, labels %v", dstSrv.GetUID(), srcSrv.GetUID(), dstSrv.GetOwnerReferences(), dstSrv.GetLabels())
 	dstSC, _ := s.getSC(ctx, k8s.ControllerNS, set[0].name)
-	s.r.Check("migrate-a/placeholder-replaced", dstSC != nil && dstSC.GetLabels()[syncManagedByLabel] == "" && controlplane.SameImages(k8s.ExpectedImages(dstSC), teamImgs),
+	s.r.Check("migrate-a/placeholder-replaced", dstSC != nil && dstSC.GetLabels()[syncManagedByLabel] == "" && k8s.SameImages(k8s.ExpectedImages(dstSC), teamImgs),
 		"seldon-system/%s: labels %v", set[0].name, dstSC.GetLabels())
 	m, _ := s.migGet(ctx, set[2], k8s.ControllerNS)
 	var applied map[string]any

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/standin"
 	"serverconfig-webhook/e2e/harness/util"
@@ -231,7 +230,7 @@ func (s *Suite) oracleCase(ctx context.Context, manager dynamic.Interface, warni
 		return fail("%s", strings.Join(diffs, "; "))
 	}
 	return oracleEqual, fmt.Sprintf("%s %s/%s stored equal to Seldon's build (labels, annotations, spec); images %s",
-		got.GetKind(), ns, got.GetName(), controlplane.FmtImages(unstructuredImages(got)))
+		got.GetKind(), ns, got.GetName(), k8s.FmtImages(unstructuredImages(got)))
 }
 
 // withoutNulls drops every null value (recursively).

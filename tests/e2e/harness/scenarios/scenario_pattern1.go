@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 )
 
@@ -34,8 +33,8 @@ func scenarioPattern1(ctx context.Context, s *Suite) error {
 			if !s.r.Check(name+"/stored", err == nil, "%v", err) {
 				continue
 			}
-			imgs := controlplane.TemplateImages(stored.Spec.Template.Spec)
-			s.r.Check(name+"/team-images-stored", controlplane.SameImages(imgs, team), "stored %s; want %s", controlplane.FmtImages(imgs), controlplane.FmtImages(team))
+			imgs := k8s.TemplateImages(stored.Spec.Template.Spec)
+			s.r.Check(name+"/team-images-stored", k8s.SameImages(imgs, team), "stored %s; want %s", k8s.FmtImages(imgs), k8s.FmtImages(team))
 			src := stored.Annotations["serverconfig-webhook/source"]
 			s.r.Check(name+"/source-annotation", src == ns+"/"+p1ServerConfig, "serverconfig-webhook/source=%q", src)
 			_, hasHash := stored.Annotations["serverconfig-webhook/hash"]
@@ -45,8 +44,8 @@ func scenarioPattern1(ctx context.Context, s *Suite) error {
 			ok := err == nil && len(pods) > 0
 			var got []string
 			for _, p := range pods {
-				ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), team)
-				got = append(got, p.Name+": "+controlplane.FmtImages(controlplane.TemplateImages(p.Spec)))
+				ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), team)
+				got = append(got, p.Name+": "+k8s.FmtImages(k8s.TemplateImages(p.Spec)))
 			}
 			s.r.Check(name+"/pods-team-images", ok, "%s %v", strings.Join(got, "; "), err)
 			// give the StatefulSet controller a moment to report any failure

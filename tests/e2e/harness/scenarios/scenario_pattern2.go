@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 )
 
@@ -30,7 +29,7 @@ func scenarioPattern2(ctx context.Context, s *Suite) error {
 	if !s.r.Check("pattern2/stored", err == nil, "%v", err) {
 		return nil
 	}
-	wa := controlplane.WebhookAnnotations(stored.ObjectMeta)
+	wa := k8s.WebhookAnnotations(stored.ObjectMeta)
 	s.r.Check("pattern2/no-webhook-annotations", len(wa) == 0, "%v", wa)
 	dry, err := s.CP.DryRunDefaulted(ctx, sent)
 	if err != nil {
@@ -43,7 +42,7 @@ func scenarioPattern2(ctx context.Context, s *Suite) error {
 	pods, err := s.CP.WaitPods(ctx, k8s.ControllerNS, server, 1, 60*time.Second)
 	ok := err == nil
 	for _, p := range pods {
-		ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), s.PlatformImages("mlserver"))
+		ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), s.PlatformImages("mlserver"))
 	}
 	s.r.Check("pattern2/pods", ok, "%d pods with the shared config's images %v", len(pods), err)
 	return nil

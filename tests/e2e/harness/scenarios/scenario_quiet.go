@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -72,8 +71,8 @@ func scenarioQuiet(ctx context.Context, s *Suite) error {
 				continue
 			}
 			team := s.teamImages(ns, "mlserver", p1ServerConfig)
-			s.r.Check(name+"/touch-keeps-team-images", controlplane.SameImages(controlplane.TemplateImages(stored.Spec.Template.Spec), team),
-				"%s", controlplane.FmtImages(controlplane.TemplateImages(stored.Spec.Template.Spec)))
+			s.r.Check(name+"/touch-keeps-team-images", k8s.SameImages(k8s.TemplateImages(stored.Spec.Template.Spec), team),
+				"%s", k8s.FmtImages(k8s.TemplateImages(stored.Spec.Template.Spec)))
 		}
 
 		// the controller runs (watch-driven loops on both namespaces);

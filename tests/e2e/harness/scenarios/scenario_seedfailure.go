@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 )
 
@@ -36,25 +35,25 @@ func scenarioSeedFailure(ctx context.Context, s *Suite) error {
 				if !s.r.Check(name+"/stored", err == nil, "create accepted on k8s 1.%d: %v", s.CP.Minor, err) {
 					continue
 				}
-				imgs := controlplane.TemplateImages(stored.Spec.Template.Spec)
+				imgs := k8s.TemplateImages(stored.Spec.Template.Spec)
 				allEmpty := len(imgs) > 0
 				for _, v := range imgs {
 					allEmpty = allEmpty && v == ""
 				}
-				s.r.Check(name+"/empty-images-stored", allEmpty, "stored %s; team's %s", controlplane.FmtImages(imgs), controlplane.FmtImages(team))
+				s.r.Check(name+"/empty-images-stored", allEmpty, "stored %s; team's %s", k8s.FmtImages(imgs), k8s.FmtImages(team))
 				msg, err := s.CP.WaitFailedCreate(ctx, ns, stored.UID, 60*time.Second, "image: Required value")
 				s.r.Check(name+"/pods-rejected", err == nil, "kube-controller-manager event: %s %v", msg, err)
 			default: // FormPlatform
 				if !s.r.Check(name+"/stored", err == nil, "%v", err) {
 					continue
 				}
-				imgs := controlplane.TemplateImages(stored.Spec.Template.Spec)
-				s.r.Check(name+"/wrong-images-stored", controlplane.SameImages(imgs, s.PlatformImages("mlserver")) && !controlplane.SameImages(imgs, team),
-					"stored %s; team's %s", controlplane.FmtImages(imgs), controlplane.FmtImages(team))
+				imgs := k8s.TemplateImages(stored.Spec.Template.Spec)
+				s.r.Check(name+"/wrong-images-stored", k8s.SameImages(imgs, s.PlatformImages("mlserver")) && !k8s.SameImages(imgs, team),
+					"stored %s; team's %s", k8s.FmtImages(imgs), k8s.FmtImages(team))
 				pods, err := s.CP.WaitPods(ctx, ns, p1Server, 1, 60*time.Second)
 				ok := err == nil
 				for _, p := range pods {
-					ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), s.PlatformImages("mlserver"))
+					ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), s.PlatformImages("mlserver"))
 				}
 				s.r.Check(name+"/pods-run-wrong-images", ok, "%d pods created with the controller namespace's images %v", len(pods), err)
 			}

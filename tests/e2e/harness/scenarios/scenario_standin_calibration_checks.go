@@ -40,7 +40,7 @@ func bodyPodSpec(raw []byte) corev1.PodSpec {
 
 // bodyImages: container name -> image of a workload body (audit JSON).
 func bodyImages(raw []byte) map[string]string {
-	return controlplane.TemplateImages(bodyPodSpec(raw))
+	return k8s.TemplateImages(bodyPodSpec(raw))
 }
 
 func allEmpty(m map[string]string) bool {
@@ -74,10 +74,10 @@ func (s *Suite) calibrationPreMutation(t0 time.Time, rec *standin.TraceRecord, s
 		team[k] = v // the team's ServerConfig (record 0) is replayed as is
 	}
 	ok := err == nil && allEmpty(traceReq) && rec.WebhookMutated && !allEmpty(rec.ResponseImages) &&
-		len(evs) == 1 && allEmpty(req) && mutated && controlplane.SameImages(resp, team)
+		len(evs) == 1 && allEmpty(req) && mutated && k8s.SameImages(resp, team)
 	s.r.Check("standin-calibration/request-is-pre-mutation", ok,
 		"trace record %d: request images %s, stored %s (webhook mutated: %v); here: %d create(s), request images %s, stored %s (mutated: %v) %v",
-		rec.Record, controlplane.FmtImages(traceReq), controlplane.FmtImages(rec.ResponseImages), rec.WebhookMutated, len(evs), controlplane.FmtImages(req), controlplane.FmtImages(resp), mutated, err)
+		rec.Record, k8s.FmtImages(traceReq), k8s.FmtImages(rec.ResponseImages), rec.WebhookMutated, len(evs), k8s.FmtImages(req), k8s.FmtImages(resp), mutated, err)
 }
 
 // calibrationFieldManagers: no field manager is set, so the API server

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -92,9 +91,9 @@ func (s *Suite) waitImages(ctx context.Context, ns, name string, want map[string
 		if err != nil {
 			return err
 		}
-		imgs := controlplane.TemplateImages(sts.Spec.Template.Spec)
-		last = controlplane.FmtImages(imgs)
-		if !controlplane.SameImages(imgs, want) {
+		imgs := k8s.TemplateImages(sts.Spec.Template.Spec)
+		last = k8s.FmtImages(imgs)
+		if !k8s.SameImages(imgs, want) {
 			return fmt.Errorf("images %s", last)
 		}
 		return nil

@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/standin"
 	"serverconfig-webhook/e2e/harness/util"
@@ -159,12 +158,12 @@ func scenarioSyncPlaceholder(ctx context.Context, s *Suite) error {
 		secs(time.Since(t0)), imgs, c.NotFound.Load(), c.Creates.Load(), err)
 	_ = took
 	if sts, err := s.CP.GetSTS(ctx, ns, server); err == nil {
-		s.r.Check("sync-placeholder/source-annotation", sts.Annotations[syncSourceAnn] == ns+"/"+scName, "%v", controlplane.WebhookAnnotations(sts.ObjectMeta))
+		s.r.Check("sync-placeholder/source-annotation", sts.Annotations[syncSourceAnn] == ns+"/"+scName, "%v", k8s.WebhookAnnotations(sts.ObjectMeta))
 	}
 	pods, err := s.CP.WaitPods(ctx, ns, server, 1, 60*time.Second)
 	podsOK := err == nil
 	for _, p := range pods {
-		podsOK = podsOK && controlplane.SameImages(controlplane.TemplateImages(p.Spec), team)
+		podsOK = podsOK && k8s.SameImages(k8s.TemplateImages(p.Spec), team)
 	}
 	s.r.Check("sync-placeholder/pods-team-images", podsOK, "%d pods %v", len(pods), err)
 	msg, err := s.waitServerEvent(ctx, ns, server, "PlaceholderCreated", 15*time.Second)
@@ -220,7 +219,7 @@ func scenarioSyncSharedUntouched(ctx context.Context, s *Suite) error {
 	after, err := s.getSC(ctx, k8s.ControllerNS, scName)
 	same := err == nil && after != nil && after.GetResourceVersion() == shared0.GetResourceVersion() &&
 		after.GetLabels()[syncManagedByLabel] == "" && after.GetAnnotations()[syncUsedByAnn] == "" &&
-		controlplane.SameImages(k8s.ExpectedImages(after), s.PlatformImages("mlserver"))
+		k8s.SameImages(k8s.ExpectedImages(after), s.PlatformImages("mlserver"))
 	s.r.Check("sync-shared/untouched-while-used", same, "resourceVersion %s -> %s %v", shared0.GetResourceVersion(), rvOfU(after), err)
 
 	// nobody uses the name any more: still never deleted

@@ -7,7 +7,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/standin"
 	"serverconfig-webhook/e2e/harness/util"
@@ -121,7 +120,7 @@ func scenarioSyncQuiet(ctx context.Context, s *Suite) error {
 	}
 	team := s.teamImages(syncQNS, "mlserver", syncQConfig)
 	sts, gerr := s.CP.GetSTS(ctx, syncQNS, syncQServer)
-	s.r.Check("sync-quiet/touch-converges", err == nil && gerr == nil && controlplane.SameImages(controlplane.TemplateImages(sts.Spec.Template.Spec), team),
+	s.r.Check("sync-quiet/touch-converges", err == nil && gerr == nil && k8s.SameImages(k8s.TemplateImages(sts.Spec.Template.Spec), team),
 		"%d Updates for the touch (objectmatcher patch %s) %v %v", c.Updates.Load()-u0, c.LastPatch(syncQNS, syncQServer), err, gerr)
 
 	// restart the controller: its initial list reconciles the Server again
@@ -226,9 +225,9 @@ func scenarioSyncRollout(ctx context.Context, s *Suite) error {
 	}
 	evs, _ := s.ServerEvents(ctx, syncQNS, syncQHeld, "RolledOut")
 	s.r.Check("sync-rollout/disableAutoUpdate-held", held.ResourceVersion == held0.ResourceVersion &&
-		controlplane.SameImages(controlplane.TemplateImages(held.Spec.Template.Spec), oldImages) && len(evs) == 0,
+		k8s.SameImages(k8s.TemplateImages(held.Spec.Template.Spec), oldImages) && len(evs) == 0,
 		"%s after the change: images %s, resourceVersion %s -> %s, %d RolledOut Events",
-		secs(time.Since(t0)), controlplane.FmtImages(controlplane.TemplateImages(held.Spec.Template.Spec)), held0.ResourceVersion, held.ResourceVersion, len(evs))
+		secs(time.Since(t0)), k8s.FmtImages(k8s.TemplateImages(held.Spec.Template.Spec)), held0.ResourceVersion, held.ResourceVersion, len(evs))
 	util.Step("sync-rollout: the stand-in controller sent %d Updates during the rollout", c.Updates.Load()-u0)
 	return s.deleteServer(ctx, syncQNS, syncQHeld)
 }

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -47,13 +46,13 @@ func scenarioTenants(ctx context.Context, s *Suite) error {
 		if !s.r.Check(checkName("tenant-isolation", ns, "stored"), err == nil, "%v", err) {
 			continue
 		}
-		imgs := controlplane.TemplateImages(stored.Spec.Template.Spec)
-		s.r.Check(checkName("tenant-isolation", ns, "own-images"), controlplane.SameImages(imgs, own) && !controlplane.SameImages(imgs, theirs),
-			"stored %s; own %s", controlplane.FmtImages(imgs), controlplane.FmtImages(own))
+		imgs := k8s.TemplateImages(stored.Spec.Template.Spec)
+		s.r.Check(checkName("tenant-isolation", ns, "own-images"), k8s.SameImages(imgs, own) && !k8s.SameImages(imgs, theirs),
+			"stored %s; own %s", k8s.FmtImages(imgs), k8s.FmtImages(own))
 		pods, err := s.CP.WaitPods(ctx, ns, "mlserver", 1, 60*time.Second)
 		ok := err == nil
 		for _, p := range pods {
-			ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), own)
+			ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), own)
 		}
 		s.r.Check(checkName("tenant-isolation", ns, "pods"), ok, "%d pods %v", len(pods), err)
 	}
@@ -198,7 +197,7 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 	}); err != nil {
 		return fmt.Errorf("tenant-b's StatefulSet: %w", err)
 	}
-	if !s.r.Check(checkName(sc, "b-baseline"), controlplane.SameImages(controlplane.TemplateImages(bSTS.Spec.Template.Spec), bImages), "%s", controlplane.FmtImages(controlplane.TemplateImages(bSTS.Spec.Template.Spec))) {
+	if !s.r.Check(checkName(sc, "b-baseline"), k8s.SameImages(k8s.TemplateImages(bSTS.Spec.Template.Spec), bImages), "%s", k8s.FmtImages(k8s.TemplateImages(bSTS.Spec.Template.Spec))) {
 		return nil
 	}
 	bSC, err := s.getSC(ctx, nsB, onlyB)
@@ -247,8 +246,8 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 	res1 := fmt.Sprint(err)
 	ok1 := err != nil // refused: nothing of B's
 	if err == nil {
-		imgs := controlplane.TemplateImages(got.Spec.Template.Spec)
-		res1 = "admitted with " + controlplane.FmtImages(imgs)
+		imgs := k8s.TemplateImages(got.Spec.Template.Spec)
+		res1 = "admitted with " + k8s.FmtImages(imgs)
 		ok1 = !hasImageOf(imgs, nsB)
 	}
 	s.r.Check(checkName(sc, "server-naming-b-config"), ok1, "StatefulSet of Server %s/a-steal (serverConfig %q, which exists only in %s): %s", nsA, onlyB, nsB, res1)
@@ -261,8 +260,8 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 	res2 := fmt.Sprint(err)
 	ok2 := err != nil
 	if err == nil {
-		imgs := controlplane.TemplateImages(got.Spec.Template.Spec)
-		res2 = "admitted with " + controlplane.FmtImages(imgs)
+		imgs := k8s.TemplateImages(got.Spec.Template.Spec)
+		res2 = "admitted with " + k8s.FmtImages(imgs)
 		ok2 = !hasImageOf(imgs, nsB)
 	}
 	s.r.Check(checkName(sc, "owner-ref-to-b-server"), ok2, "StatefulSet in %s owned by Server %q uid %s of %s: %s", nsA, bServer, bSrv.GetUID(), nsB, res2)
@@ -281,13 +280,13 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 		if err != nil {
 			return err
 		}
-		aImgs = controlplane.TemplateImages(got.Spec.Template.Spec)
-		if !controlplane.SameImages(aImgs, aImages) {
-			return fmt.Errorf("images %s", controlplane.FmtImages(aImgs))
+		aImgs = k8s.TemplateImages(got.Spec.Template.Spec)
+		if !k8s.SameImages(aImgs, aImages) {
+			return fmt.Errorf("images %s", k8s.FmtImages(aImgs))
 		}
 		return nil
 	})
-	s.r.Check(checkName(sc, "same-name-own-config"), err == nil, "A's StatefulSet with A's own %q: %s %v", onlyB, controlplane.FmtImages(aImgs), err)
+	s.r.Check(checkName(sc, "same-name-own-config"), err == nil, "A's StatefulSet with A's own %q: %s %v", onlyB, k8s.FmtImages(aImgs), err)
 	// the sync loop adds A to the shared placeholder's used-by; B's stored
 	// objects stay as they were, and B's StatefulSet as the controller
 	// builds it (from the shared placeholder) still gets B's own images
@@ -310,12 +309,12 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 	bNow, gerr := s.CP.GetSTS(ctx, nsB, bServer)
 	bSCNow, _ := s.getSC(ctx, nsB, onlyB)
 	platformNow, _ := s.getSC(ctx, k8s.ControllerNS, "mlserver")
-	s.r.Check(checkName(sc, "b-unaffected"), aerr == nil && controlplane.SameImages(bAgain, bImages) && gerr == nil &&
-		controlplane.SameImages(controlplane.TemplateImages(bNow.Spec.Template.Spec), bImages) && bNow.Generation == bSTS.Generation &&
+	s.r.Check(checkName(sc, "b-unaffected"), aerr == nil && k8s.SameImages(bAgain, bImages) && gerr == nil &&
+		k8s.SameImages(k8s.TemplateImages(bNow.Spec.Template.Spec), bImages) && bNow.Generation == bSTS.Generation &&
 		bSCNow != nil && bSCNow.GetResourceVersion() == bSC.GetResourceVersion() && phOK &&
 		platform != nil && platformNow != nil && platformNow.GetResourceVersion() == platform.GetResourceVersion(),
 		"B's StatefulSet admitted again (dry-run create): %s %v; stored: generation %d -> %d %v; B's ServerConfig resourceVersion %s -> %s; shared placeholder: %s; %s/mlserver unchanged",
-		controlplane.FmtImages(bAgain), aerr, bSTS.Generation, func() int64 {
+		k8s.FmtImages(bAgain), aerr, bSTS.Generation, func() int64 {
 			if bNow == nil {
 				return -1
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 )
 
@@ -31,16 +30,16 @@ func scenarioControllerUpdate(ctx context.Context, s *Suite) error {
 	if !s.r.Check("controller-update/accepted", err == nil, "%v", err) {
 		return nil
 	}
-	s.r.Check("controller-update/update-carries-wrong-config", !controlplane.SameImages(controlplane.TemplateImages(sent.Spec.Template.Spec), team),
-		"the stand-in controller sent %s", controlplane.FmtImages(controlplane.TemplateImages(sent.Spec.Template.Spec)))
+	s.r.Check("controller-update/update-carries-wrong-config", !k8s.SameImages(k8s.TemplateImages(sent.Spec.Template.Spec), team),
+		"the stand-in controller sent %s", k8s.FmtImages(k8s.TemplateImages(sent.Spec.Template.Spec)))
 	s.r.Check("controller-update/replicas", stored.Spec.Replicas != nil && *stored.Spec.Replicas == 2, "stored replicas %v", stored.Spec.Replicas)
 	d := JSONDiff(before.Spec.Template, stored.Spec.Template)
 	s.r.Check("controller-update/template-unchanged", d == "", "before vs after: %s", d)
-	s.r.Check("controller-update/team-images", controlplane.SameImages(controlplane.TemplateImages(stored.Spec.Template.Spec), team), "%s", controlplane.FmtImages(controlplane.TemplateImages(stored.Spec.Template.Spec)))
+	s.r.Check("controller-update/team-images", k8s.SameImages(k8s.TemplateImages(stored.Spec.Template.Spec), team), "%s", k8s.FmtImages(k8s.TemplateImages(stored.Spec.Template.Spec)))
 	pods, err := s.CP.WaitPods(ctx, ns, p1Server, 2, 60*time.Second)
 	ok := err == nil
 	for _, p := range pods {
-		ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), team)
+		ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), team)
 	}
 	s.r.Check("controller-update/pods", ok, "%d pods with the team's images %v", len(pods), err)
 	return nil

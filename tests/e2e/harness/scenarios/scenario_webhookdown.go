@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"serverconfig-webhook/e2e/harness/controlplane"
 	"serverconfig-webhook/e2e/harness/k8s"
 	"serverconfig-webhook/e2e/harness/util"
 )
@@ -56,7 +55,7 @@ func scenarioWebhookDown(ctx context.Context, s *Suite) error {
 	}
 	d := JSONDiff(before.Spec, after.Spec)
 	s.r.Check("webhook-down/existing-untouched", d == "" && after.Generation == before.Generation &&
-		controlplane.SameImages(controlplane.TemplateImages(after.Spec.Template.Spec), team), "generation %d -> %d %s", before.Generation, after.Generation, d)
+		k8s.SameImages(k8s.TemplateImages(after.Spec.Template.Spec), team), "generation %d -> %d %s", before.Generation, after.Generation, d)
 
 	if err := s.WH.Start(); err != nil {
 		return err
@@ -74,11 +73,11 @@ func scenarioWebhookDown(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return err
 	}
-	s.r.Check("webhook-down/recovered-team-images", controlplane.SameImages(controlplane.TemplateImages(stored.Spec.Template.Spec), team), "%s", controlplane.FmtImages(controlplane.TemplateImages(stored.Spec.Template.Spec)))
+	s.r.Check("webhook-down/recovered-team-images", k8s.SameImages(k8s.TemplateImages(stored.Spec.Template.Spec), team), "%s", k8s.FmtImages(k8s.TemplateImages(stored.Spec.Template.Spec)))
 	pods, err := s.CP.WaitPods(ctx, ns, server, 1, 60*time.Second)
 	ok := err == nil
 	for _, p := range pods {
-		ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), team)
+		ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), team)
 	}
 	s.r.Check("webhook-down/recovered-pods", ok, "%d pods %v", len(pods), err)
 	return nil
@@ -155,8 +154,8 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 		var wrong []string
 		if err == nil {
 			for _, p := range pods.Items {
-				if !controlplane.SameImages(controlplane.TemplateImages(p.Spec), team) {
-					wrong = append(wrong, p.Name+": "+controlplane.FmtImages(controlplane.TemplateImages(p.Spec)))
+				if !k8s.SameImages(k8s.TemplateImages(p.Spec), team) {
+					wrong = append(wrong, p.Name+": "+k8s.FmtImages(k8s.TemplateImages(p.Spec)))
 				}
 			}
 		}
@@ -166,7 +165,7 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 		}
 		during, gerr := s.CP.GetSTS(ctx, ns, existing)
 		s.r.Check(checkName(sc, phase, "no-wrong-image-existing-untouched"), err == nil && len(wrong) == 0 && gerr == nil &&
-			during.Generation == before.Generation && controlplane.SameImages(controlplane.TemplateImages(during.Spec.Template.Spec), team),
+			during.Generation == before.Generation && k8s.SameImages(k8s.TemplateImages(during.Spec.Template.Spec), team),
 			"%d Pods in %s, wrong: %v; %s generation %d -> %d %v %v", n, ns, wrong, existing, before.Generation,
 			func() int64 {
 				if during == nil {
@@ -181,7 +180,7 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 			pods, perr := s.CP.WaitPods(ctx, ns, server, 1, 30*time.Second)
 			ok := err == nil && perr == nil
 			for _, p := range pods {
-				ok = ok && controlplane.SameImages(controlplane.TemplateImages(p.Spec), team)
+				ok = ok && k8s.SameImages(k8s.TemplateImages(p.Spec), team)
 			}
 			fc := ""
 			if sts, gerr := s.CP.GetSTS(ctx, ns, server); gerr == nil && perr != nil {
@@ -254,7 +253,7 @@ func scenarioWebhookDownPolicies(ctx context.Context, s *Suite) error {
 				if stsIgn == nil {
 					return fmt.Sprint(err)
 				}
-				return controlplane.FmtImages(controlplane.TemplateImages(stsIgn.Spec.Template.Spec))
+				return k8s.FmtImages(k8s.TemplateImages(stsIgn.Spec.Template.Spec))
 			}()) {
 			return nil
 		}
