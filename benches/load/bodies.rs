@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support;
 
-/// The fixture written by `e2e bench-fixture` (tests/e2e/harness/bench_fixture.go).
+/// The fixture written by `e2e bench-fixture` (tests/e2e/harness/bench/bench_fixture.go).
 #[derive(Debug, Deserialize)]
 pub struct Fixture {
     pub url: String,
@@ -95,7 +95,7 @@ pub fn bodies(fx: &Fixture, n: usize) -> anyhow::Result<Vec<Body>> {
 
 /// Checks that `answer` is the webhook's allow-with-patch for `body` and
 /// that the patch, applied, gives every container the namespace's own
-/// image (`harbor.test/<namespace>/...`, see tests/e2e/harness/fixtures.go).
+/// image (`harbor.test/<namespace>/...`, see tests/e2e/harness/k8s/fixtures.go).
 pub fn check_mutation(body: &Body, answer: &[u8]) -> anyhow::Result<()> {
     let review: Value = serde_json::from_slice(answer).context("answer is not JSON")?;
     let r = &review["response"];

@@ -340,7 +340,7 @@ fn count_packages(module: &Path, pkg: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The peers of the deploy scenarios (tests/e2e/harness/scenario_deploy_*.go):
+/// The peers of the deploy scenarios (tests/e2e/harness/scenarios/scenario_deploy_*.go):
 /// cert-manager's controller and cainjector from the pinned module under
 /// `tests/e2e/peers/cert-manager-v<ver>/` into `<cache>/cert-manager-v<ver>/`
 /// (built once, like the other peers), the folder of cert-manager's CRDs in

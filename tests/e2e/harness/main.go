@@ -10,7 +10,7 @@
 //	                   table and keep running until Ctrl-C
 //	e2e bench [flags]  issue 6 benchmarks 3/4: concurrent StatefulSet creates
 //	                   with the webhook, without it, and (1.36+) with a
-//	                   MutatingAdmissionPolicy; JSON lines (bench_e2e.go)
+//	                   MutatingAdmissionPolicy; JSON lines (bench/bench_e2e.go)
 package main
 
 import (
@@ -19,28 +19,12 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-)
 
-// Config is what the driver passes in on the command line.
-type Config struct {
-	PeerDir      string // holds kube-apiserver and kube-controller-manager
-	Etcd         string // etcd binary
-	Webhook      string // serverconfig-webhook binary
-	Repo         string // repository root
-	CRDs         string // Seldon CRDs (crds.yaml)
-	WorkDir      string // per-run temp folder; empty: make one
-	Keep         bool   // keep WorkDir after the run
-	QuietSeconds int
-	Only         string // regexp on scenario names
-	Verbose      bool
-	StartupWait  time.Duration
-	WebhookFlags string // shipped | minimal
-	// deploy scenarios (scenario_deploy_*.go); empty: those checks fail
-	CertManagerDir  string // holds cert-manager-controller and cert-manager-cainjector
-	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
-	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
-	Kustomize       string // kustomize binary (optional)
-}
+	"serverconfig-webhook/e2e/harness/bench"
+	"serverconfig-webhook/e2e/harness/controlplane"
+	"serverconfig-webhook/e2e/harness/scenarios"
+	"serverconfig-webhook/e2e/harness/util"
+)
 
 func main() {
 	if len(os.Args) < 2 {
@@ -49,7 +33,7 @@ func main() {
 	}
 	cmd := os.Args[1]
 	fs := flag.NewFlagSet("e2e "+cmd, flag.ExitOnError)
-	var cfg Config
+	var cfg controlplane.Config
 	fs.StringVar(&cfg.PeerDir, "peer-dir", "", "folder holding kube-apiserver and kube-controller-manager")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd binary")
 	fs.StringVar(&cfg.Webhook, "webhook", "", "serverconfig-webhook binary")
@@ -66,27 +50,24 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
-	bench := benchFlags(fs) // bench_e2e.go
+	benchCfg := bench.Flags(fs) // bench/bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
-	verbose = cfg.Verbose
+	util.Verbose = cfg.Verbose
 
 	if cfg.CRDs == "" {
-		cfg.CRDs = firstExisting(
-			filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml"),
-			"/work/shared/seldon-v2.9.1/crds.yaml",
-		)
+		cfg.CRDs = filepath.Join(cfg.Repo, "..", "shared", "seldon-v2.9.1", "crds.yaml")
 	}
 	var code int
 	switch cmd {
 	case "run":
-		code = runSuite(cfg)
+		code = scenarios.RunSuite(cfg)
 	case "demo":
-		code = runDemo(cfg)
+		code = scenarios.RunDemo(cfg)
 	case "bench":
-		code = runBench(cfg, bench)
+		code = bench.Run(cfg, benchCfg)
 	case "bench-fixture":
-		// its own flags follow "--" (bench_fixture.go)
-		code = runBenchFixture(cfg, fs.Args())
+		// its own flags follow "--" (bench/bench_fixture.go)
+		code = bench.RunFixture(cfg, fs.Args())
 	default:
 		usage()
 		code = 2
@@ -96,13 +77,4 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: e2e run|demo|bench [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
-}
-
-func firstExisting(paths ...string) string {
-	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return paths[0]
 }

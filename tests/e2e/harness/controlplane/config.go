@@ -1,0 +1,26 @@
+package controlplane
+
+import (
+	"time"
+)
+
+// Config is what the driver passes in on the command line.
+type Config struct {
+	PeerDir      string // holds kube-apiserver and kube-controller-manager
+	Etcd         string // etcd binary
+	Webhook      string // serverconfig-webhook binary
+	Repo         string // repository root
+	CRDs         string // Seldon CRDs (crds.yaml)
+	WorkDir      string // per-run temp folder; empty: make one
+	Keep         bool   // keep WorkDir after the run
+	QuietSeconds int
+	Only         string // regexp on scenario names
+	Verbose      bool   // progress lines (util.Step) on stderr
+	StartupWait  time.Duration
+	WebhookFlags string // shipped | minimal
+	// deploy scenarios (scenario_deploy_*.go); empty: those checks fail
+	CertManagerDir  string // holds cert-manager-controller and cert-manager-cainjector
+	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
+	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
+	Kustomize       string // kustomize binary (optional)
+}
