@@ -269,32 +269,8 @@ fn serve_finishes_an_in_flight_request_after_sigterm() {
     let tmp = tempfile::tempdir().expect("tmp");
     let g = support::tls::pair();
     let certs = support::tls::SecretDir::new(tmp.path(), &g.cert, &g.key);
-    // No API server behind this kubeconfig: caches never sync, lookups miss,
-    // and the webhook still answers (with a denial naming the Server).
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n").expect("kubeconfig");
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            "",
-            "--shutdown-delay",
-            "300ms",
-            "--log-format",
-            "text",
-        ])
-        .arg("--tls-cert-file")
-        .arg(certs.cert())
-        .arg("--tls-key-file")
-        .arg(certs.key())
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
+    let mut child = support::serve::Serve::default().spawn(tmp.path(), &certs, port);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let result = rt.block_on(async {
         support::tls::wait_for_port(port, 100).await;
@@ -317,11 +293,7 @@ fn serve_finishes_an_in_flight_request_after_sigterm() {
             rx,
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
+        support::serve::terminate(&child);
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(Ok(bytes::Bytes::copy_from_slice(tail)))
             .await
@@ -338,16 +310,7 @@ fn serve_finishes_an_in_flight_request_after_sigterm() {
     let (status, v) = result;
     assert_eq!(status, 200);
     assert_eq!(v["response"]["uid"], "u1");
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Ok(Some(s)) = child.try_wait() {
-            exited = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let status = exited.expect("serve exits after SIGTERM");
+    let status = support::serve::exit_within(&mut child, 100).expect("serve exits after SIGTERM");
     assert!(status.success(), "exit status {status}");
     let _ = std::io::stderr().flush();
 }
@@ -357,66 +320,29 @@ fn a_second_sigterm_exits_at_once_with_130() {
     let tmp = tempfile::tempdir().expect("tmp");
     let g = support::tls::pair();
     let certs = support::tls::SecretDir::new(tmp.path(), &g.cert, &g.key);
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n").expect("kubeconfig");
     let port = free_port();
     // A drain that would take a minute: only the second signal ends it soon.
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            "",
-            "--shutdown-delay",
-            "60s",
-            "--log-format",
-            "text",
-        ])
-        .arg("--tls-cert-file")
-        .arg(certs.cert())
-        .arg("--tls-key-file")
-        .arg(certs.key())
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
+    let serve = support::serve::Serve {
+        shutdown_delay: "60s",
+        ..Default::default()
+    };
+    let mut child = serve.spawn(tmp.path(), &certs, port);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(support::tls::wait_for_port(port, 100));
-    let term = |pid: u32| {
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-    };
-    term(child.id());
+    support::serve::terminate(&child);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         matches!(child.try_wait(), Ok(None)),
         "still draining after the first signal"
     );
-    term(child.id());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Ok(Some(s)) = child.try_wait() {
-            exited = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let status = exited.expect("serve exits within 5 s of the second signal");
+    support::serve::terminate(&child);
+    let status = support::serve::exit_within(&mut child, 100)
+        .expect("serve exits within 5 s of the second signal");
     assert_eq!(status.code(), Some(130), "exit status {status}");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    support::serve::free_port()
 }
 
 #[test]

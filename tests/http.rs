@@ -933,43 +933,21 @@ async fn alpn_negotiates_h2_and_http1() {
 /// marker never reaches the log, while the decisions do.
 #[test]
 fn default_log_level_prints_no_request_contents_headers_or_tokens() {
-    use std::process::{Command, Stdio};
-    const BIN: &str = env!("CARGO_BIN_EXE_serverconfig-webhook");
     const MARKER: &str = "SECRET-7f3a91c2";
     let tmp = tempfile::tempdir().expect("tmp");
     let g = pair();
     let certs = SecretDir::new(tmp.path(), &g.cert, &g.key);
-    let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: {MARKER}-kubeconfig\n")).expect("kubeconfig");
     let log_path = tmp.path().join("serve.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            "",
-            "--shutdown-delay",
-            "100ms",
-            "--log-format",
-            "json",
-        ])
-        .arg("--tls-cert-file")
-        .arg(certs.cert())
-        .arg("--tls-key-file")
-        .arg(certs.key())
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn serve");
+    let port = support::serve::free_port();
+    let token = format!("{MARKER}-kubeconfig");
+    let serve = support::serve::Serve {
+        shutdown_delay: "100ms",
+        log_format: "json",
+        token: &token,
+        stderr: Some(log),
+    };
+    let mut child = serve.spawn(tmp.path(), &certs, port);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let statuses = rt.block_on(async {
         support::tls::wait_for_port(port, 200).await;
@@ -1008,16 +986,8 @@ fn default_log_level_prints_no_request_contents_headers_or_tokens() {
         }
         statuses
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    for _ in 0..200 {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
+    support::serve::terminate(&child);
+    let _ = support::serve::exit_within(&mut child, 200);
     let _ = child.wait();
     assert_eq!(statuses, vec![200, 200, 400, 400, 400, 400, 400]);
     let text = std::fs::read_to_string(&log_path).expect("log");

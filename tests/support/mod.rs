@@ -3,6 +3,7 @@
 //! Server and whichever ServerConfig it found in its own namespace.
 #![allow(dead_code)]
 
+pub mod serve;
 pub mod tls;
 
 use serde_json::{json, Value};
