@@ -241,14 +241,17 @@ fn start_background(
 }
 
 /// Stops the background after the server drained, saying so when some
-/// task outlived [`BACKGROUND_DRAIN`].
-async fn stop_background(shutdown: &Shutdown) {
+/// task outlived [`BACKGROUND_DRAIN`]; then the signal watcher, whose
+/// second signal would now have nothing left to cut short.
+async fn stop_background(shutdown: &Shutdown, signals: tokio::task::JoinHandle<()>) {
     if !shutdown.drain(BACKGROUND_DRAIN).await {
         tracing::warn!(
             timeout_s = BACKGROUND_DRAIN.as_secs(),
             "background tasks still running after the drain timeout; exiting anyway"
         );
     }
+    signals.abort();
+    let _ = signals.await;
 }
 
 /// The serving certificate, loaded once and then reloaded on `shutdown`'s
@@ -292,7 +295,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let background = Shutdown::new();
     let requested = CancellationToken::new();
-    let _signals = cancel_on_signals(requested.clone());
+    let signals = cancel_on_signals(requested.clone());
     let (cert_store, tls_config) = start_tls(&args, &metrics, &background)?;
     let client = kube_client().await?;
     let sync = args.sync.then_some(&args.sync_args);
@@ -317,7 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         controller_namespace = %args.cluster.controller_namespace, on_missing = ?args.cluster.on_missing,
         sync = args.sync, "serving");
     let result = srv.run(requested).await;
-    stop_background(&background).await;
+    stop_background(&background, signals).await;
     result
 }
 
@@ -331,7 +334,7 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
         let metrics = Arc::new(Metrics::new());
         let background = Shutdown::new();
         let requested = CancellationToken::new();
-        let _signals = cancel_on_signals(requested.clone());
+        let signals = cancel_on_signals(requested.clone());
         let metrics_addr = parse_metrics_addr(&args.process.metrics_addr)?;
         let client = kube_client().await?;
         let caches = start_background(
@@ -343,7 +346,7 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
         );
         tracing::info!(namespaces = ?args.cluster.namespaces(), controller_namespace = %args.cluster.controller_namespace, "sync loop running");
         let served = server::serve_metrics_until(metrics_addr, metrics, caches, requested).await;
-        stop_background(&background).await;
+        stop_background(&background, signals).await;
         served
     });
     match result {
