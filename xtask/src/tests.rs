@@ -90,6 +90,7 @@ fn documented_invocations_parse() {
         "bench-e2e --namespaces 3 --modes none,webhook --sync --debug --webhook-flags minimal",
         "bench-e2e --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out kyverno.jsonl",
         "bench-e2e --no-kyverno --modes none,webhook",
+        "bench-e2e --webhook target/release/serverconfig-webhook --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out target/bench-results/kyverno.jsonl",
         "deny",
     ];
     for line in documented {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,6 +429,8 @@ func (b *bench) report(all []map[string]*modeResult, extra []string) int {
 		lines = append(lines, l)
 	}
 	if b.o.Out != "" {
+		// the folder may not exist yet (target/bench-results on a fresh clone)
+		_ = os.MkdirAll(filepath.Dir(b.o.Out), 0o755)
 		if err := os.WriteFile(b.o.Out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: write %s: %v\n", b.o.Out, err)
 			return 1
