@@ -116,6 +116,10 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 		out["rounds_ratio_p50_vs_none"] = rp50
 		out["pooled_ratio_p50_vs_none"] = round3(ratio(ms(quantile(m.lat, 0.5)), ms(quantile(base.lat, 0.5))))
 		out["pooled_ratio_p99_vs_none"] = round3(ratio(ms(quantile(m.lat, 0.99)), ms(quantile(base.lat, 0.99))))
+		// the latency the mode adds (issue 18 compares these between
+		// admission controllers): pooled quantile minus none's
+		out["pooled_added_p50_ms_vs_none"] = round3(ms(quantile(m.lat, 0.5)) - ms(quantile(base.lat, 0.5)))
+		out["pooled_added_p99_ms_vs_none"] = round3(ms(quantile(m.lat, 0.99)) - ms(quantile(base.lat, 0.99)))
 	}
 	// CPU time per create (user + system, all rounds): robust to the other
 	// load on a shared machine, unlike wall-clock latency
