@@ -28,8 +28,10 @@ import (
 // StatefulSets owned by Servers through the real API server, with the
 // webhook registered, with nothing registered, and (1.36+) with the
 // MutatingAdmissionPolicy of tests/e2e/fixtures/mutating-admission-policy.yaml
-// bound instead, in interleaved rounds of one run. It prints one JSON object
-// per mode. Benchmark 4 (requests the webhook makes to the API server on the
+// bound instead, and (with -kyverno, issue 18) with Kyverno's admission
+// controller and its ClusterPolicy (bench_e2e_kyverno.go), in interleaved
+// rounds of one run, for each -clients count in turn. It prints one JSON
+// object per mode and client count. Benchmark 4 (requests the webhook makes to the API server on the
 // hot path) is measured in the same run (bench_e2e_calls.go). A benchmark,
 // not a test: nothing here is part of `e2e run`.
 
