@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::e2e::{self, Builds, E2eArgs, DEFAULT_K8S};
+use crate::peers::{self, KyvernoPeer};
 use crate::process::{cargo, target_dir, terminate, workspace_root};
 
 /// The benchmarks, in the order they run.
@@ -255,8 +256,11 @@ fn e2e_bench(o: &BenchArgs, results: &Path) -> Result<()> {
         args.rounds = Some("1".into());
         args.warmup = Some("5".into());
         args.debug = true;
+        // Kyverno is a long first build: the smoke run leaves it out
+        args.no_kyverno = true;
     } else {
-        args.clients = Some("50".into());
+        // one client (latency alone) and 50 (under concurrency), in turn
+        args.clients = Some("1,50".into());
     }
     bench_e2e(&args)
 }
@@ -283,8 +287,9 @@ pub struct BenchE2eArgs {
     /// Team namespaces with a ServerConfig and a Server [harness default: 10]
     #[arg(long, value_name = "N", help_heading = "Bench flags")]
     pub namespaces: Option<String>,
-    /// Subset of none,webhook,webhook-unchanged,map,map-jsonpatch [harness
-    /// default: all the server supports; map* need --k8s 1.36]
+    /// Subset of none,webhook,webhook-unchanged,kyverno,map,map-jsonpatch
+    /// [harness default: all available; map* need --k8s 1.36, kyverno is
+    /// off with --no-kyverno]
     #[arg(long, value_name = "LIST", help_heading = "Bench flags")]
     pub modes: Option<String>,
     /// Also write the JSON lines (one per mode) to FILE
@@ -297,6 +302,10 @@ pub struct BenchE2eArgs {
     /// Use the debug build of the webhook [default: --release]
     #[arg(long, help_heading = "Bench flags")]
     pub debug: bool,
+    /// Leave Kyverno out: do not build its admission controller
+    /// (tests/e2e/peers/kyverno-v*) and run no kyverno mode
+    #[arg(long, help_heading = "Bench flags")]
+    pub no_kyverno: bool,
 }
 
 impl BenchE2eArgs {
@@ -313,6 +322,7 @@ impl BenchE2eArgs {
             out: None,
             sync: false,
             debug: false,
+            no_kyverno: false,
         }
     }
 
@@ -340,11 +350,19 @@ impl BenchE2eArgs {
 
 /// `cargo xtask bench-e2e`, benchmarks 3/4/6 of issue 6 (the harness's
 /// `bench`): concurrent StatefulSet creates through the real API server with
-/// the webhook, without it and, on 1.36+, with the MutatingAdmissionPolicy
-/// fixture; JSON lines on stdout. Builds the webhook in release mode unless
-/// `--debug` or `--webhook` is given.
+/// the webhook, without it, with Kyverno's admission controller and the
+/// ClusterPolicy of tests/e2e/fixtures/kyverno-serverconfig-policy.yaml
+/// (issue 18; unless `--no-kyverno`) and, on 1.36+, with the
+/// MutatingAdmissionPolicy fixture; JSON lines on stdout. Builds the webhook
+/// in release mode unless `--debug` or `--webhook` is given, and Kyverno
+/// (cached by version) unless `--no-kyverno`: the only command that does.
 pub fn bench_e2e(o: &BenchE2eArgs) -> Result<()> {
     let mut e2e = o.e2e.clone();
     e2e.release |= !o.debug;
-    e2e::drive("bench", &e2e, &o.harness_args())
+    let mut args = o.harness_args();
+    if !o.no_kyverno {
+        peers::check_go()?;
+        args.extend(KyvernoPeer::build(&workspace_root()?)?.harness_args());
+    }
+    e2e::drive("bench", &e2e, &args)
 }

@@ -7,7 +7,10 @@
 //! - [`DeployPeers`]: for the deploy scenarios, cert-manager's controller and
 //!   cainjector (`cert-manager-v<ver>/`), the folder of cert-manager's CRDs
 //!   in the Go module cache, and helm and kustomize as `tests/deploy/lib.sh`
-//!   builds and caches them.
+//!   builds and caches them;
+//! - [`KyvernoPeer`]: for the Kyverno comparison of `cargo xtask bench-e2e`
+//!   only, Kyverno's admission controller (`kyverno-v<ver>/`) and the folder
+//!   of its CRDs in the Go module cache.
 //!
 //! A binary already in the cache is never rebuilt; a build writes to a temp
 //! name and renames, so an interrupted one never leaves a binary that a later
@@ -452,4 +455,75 @@ fn deploy_tool(repo: &Path, function: &str) -> Result<PathBuf> {
         bail!("tests/deploy/lib.sh {function} failed");
     }
     Ok(PathBuf::from(p))
+}
+
+/// The Kyverno comparison of `cargo xtask bench-e2e` (issue 18; built by no
+/// other command): Kyverno's admission controller (`cmd/kyverno` of
+/// `github.com/kyverno/kyverno`, unmodified) from the pinned module under
+/// `tests/e2e/peers/kyverno-v<ver>/` into `<cache>/kyverno-v<ver>/`, and its
+/// CRDs (`config/crds` of the module, read from the Go module cache).
+pub struct KyvernoPeer {
+    bin: PathBuf,
+    crds: PathBuf,
+}
+
+impl KyvernoPeer {
+    /// Builds it unless cached, and finds its CRDs.
+    pub fn build(repo: &Path) -> Result<KyvernoPeer> {
+        let peers = repo.join("tests/e2e/peers");
+        let version = pinned_versions(&peers, "kyverno-")?
+            .pop()
+            .ok_or_else(|| anyhow!("no tests/e2e/peers/kyverno-v* module"))?;
+        let module = peers.join(format!("kyverno-{version}"));
+        let bin = cache_dir(repo)
+            .join(format!("kyverno-{version}"))
+            .join("kyverno");
+        if !bin.is_file() {
+            let v = version.trim_start_matches('v');
+            let ldflags =
+                format!("-s -w -X github.com/kyverno/kyverno/pkg/version.BuildVersion={v}");
+            build_each(&[Build {
+                name: "kyverno",
+                version: version.clone(),
+                module: module.clone(),
+                pkg: "github.com/kyverno/kyverno/cmd/kyverno",
+                out: bin.clone(),
+                ldflags,
+            }])?;
+        }
+        let crds = module_dir(&module, "github.com/kyverno/kyverno")?.join("config/crds");
+        if !crds.is_dir() {
+            bail!("{}: no such folder in the Kyverno module", crds.display());
+        }
+        Ok(KyvernoPeer { bin, crds })
+    }
+
+    /// The harness flags that name it.
+    pub fn harness_args(&self) -> Vec<String> {
+        vec![
+            format!("--kyverno={}", self.bin.display()),
+            format!("--kyverno-crds={}", self.crds.display()),
+        ]
+    }
+}
+
+/// Where module `path` (a dependency of `module`) is in the Go module cache,
+/// downloaded first.
+fn module_dir(module: &Path, path: &str) -> Result<PathBuf> {
+    let st = go_cmd(module)
+        .args(["mod", "download", path])
+        .status()
+        .with_context(|| format!("go mod download {path}"))?;
+    if !st.success() {
+        bail!("go mod download {path} failed");
+    }
+    let out = go_cmd(module)
+        .args(["list", "-m", "-f", "{{.Dir}}", path])
+        .output()
+        .with_context(|| format!("go list -m {path}"))?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || dir.is_empty() {
+        bail!("cannot locate {path} in the Go module cache");
+    }
+    Ok(PathBuf::from(dir))
 }

@@ -88,6 +88,9 @@ fn documented_invocations_parse() {
         "bench-e2e --k8s 1.36 --out bench-e2e-136.jsonl",
         "bench-e2e --k8s 1.36 --clients 1 --creates 150 --rounds 4 --warmup 20 --out bench-e2e-136-c1.jsonl",
         "bench-e2e --namespaces 3 --modes none,webhook --sync --debug --webhook-flags minimal",
+        "bench-e2e --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out kyverno.jsonl",
+        "bench-e2e --no-kyverno --modes none,webhook",
+        "bench-e2e --webhook target/release/serverconfig-webhook --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out target/bench-results/kyverno.jsonl",
         "deny",
     ];
     for line in documented {
@@ -196,4 +199,22 @@ fn bench_e2e_flags_reach_the_harness_as_go_flags() {
         panic!("bench-e2e did not parse");
     };
     assert_eq!(o.harness_args(), ["-namespaces=3"]);
+}
+
+#[test]
+fn bench_e2e_kyverno_is_on_unless_no_kyverno() {
+    let Ok(Task::BenchE2e(o)) = parse("bench-e2e --clients 1,50 --modes none,kyverno") else {
+        panic!("bench-e2e did not parse");
+    };
+    assert!(!o.no_kyverno);
+    // a list of client counts reaches the harness as given
+    assert_eq!(o.harness_args(), ["-clients=1,50", "-modes=none,kyverno"]);
+    let Ok(Task::BenchE2e(o)) = parse("bench-e2e --no-kyverno") else {
+        panic!("bench-e2e --no-kyverno did not parse");
+    };
+    assert!(o.no_kyverno);
+    // --no-kyverno is the driver's: the harness only misses -kyverno
+    assert!(o.harness_args().is_empty());
+    // `test` has no such flag: it never builds Kyverno
+    assert!(parse("test --no-kyverno").is_err());
 }

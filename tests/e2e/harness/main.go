@@ -50,6 +50,8 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
+	fs.StringVar(&cfg.Kyverno, "kyverno", "", "bench: Kyverno's admission controller binary (adds the kyverno mode)")
+	fs.StringVar(&cfg.KyvernoCRDs, "kyverno-crds", "", "bench: Kyverno's config/crds folder")
 	benchCfg := bench.Flags(fs) // bench/bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
 	util.Verbose = cfg.Verbose

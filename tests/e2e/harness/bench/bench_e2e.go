@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,14 +28,16 @@ import (
 // StatefulSets owned by Servers through the real API server, with the
 // webhook registered, with nothing registered, and (1.36+) with the
 // MutatingAdmissionPolicy of tests/e2e/fixtures/mutating-admission-policy.yaml
-// bound instead, in interleaved rounds of one run. It prints one JSON object
-// per mode. Benchmark 4 (requests the webhook makes to the API server on the
+// bound instead, and (with -kyverno, issue 18) with Kyverno's admission
+// controller and its ClusterPolicy (bench_e2e_kyverno.go), in interleaved
+// rounds of one run, for each -clients count in turn. It prints one JSON
+// object per mode and client count. Benchmark 4 (requests the webhook makes to the API server on the
 // hot path) is measured in the same run (bench_e2e_calls.go). A benchmark,
 // not a test: nothing here is part of `e2e run`.
 
 // BenchOpts are the flags of `e2e bench`.
 type BenchOpts struct {
-	Clients    int    // concurrent clients
+	Clients    string // concurrent clients: one count, or a comma-separated list run one after the other (e.g. 1,50)
 	Creates    int    // creates per mode in each round
 	Rounds     int    // rounds; each runs every mode once, in rotated order
 	Warmup     int    // untimed creates per mode before the first round
@@ -41,19 +45,23 @@ type BenchOpts struct {
 	Modes      string // comma-separated subset of none,webhook,map; "" = all available
 	Out        string // also write the JSON lines here
 	Sync       bool   // keep the shipped --sync (the sync loop) in the webhook's flags
+	// with -kyverno: after the rounds, Seldon's v2.9.1 reference cases
+	// through the webhook and through the Kyverno policy (bench_oracle_kyverno.go)
+	CompareOracle bool
 }
 
 // Flags registers the bench flags on the e2e command line (main.go).
 func Flags(fs *flag.FlagSet) *BenchOpts {
 	o := &BenchOpts{}
-	fs.IntVar(&o.Clients, "clients", 50, "bench: concurrent clients")
+	fs.StringVar(&o.Clients, "clients", "50", "bench: concurrent clients, or a comma-separated list of counts each measured in turn (e.g. 1,50)")
 	fs.IntVar(&o.Creates, "creates", 500, "bench: StatefulSet creates per mode in each round")
 	fs.IntVar(&o.Rounds, "rounds", 6, "bench: rounds (each runs every mode once, order rotated)")
 	fs.IntVar(&o.Warmup, "warmup", 100, "bench: untimed creates per mode before the first round")
 	fs.IntVar(&o.Namespaces, "namespaces", 10, "bench: team namespaces (each with its ServerConfig and Server)")
-	fs.StringVar(&o.Modes, "modes", "", "bench: comma-separated subset of none,webhook,webhook-unchanged,map,map-jsonpatch (default: all the server supports; map* need 1.36+)")
+	fs.StringVar(&o.Modes, "modes", "", "bench: comma-separated subset of none,webhook,webhook-unchanged,map,map-jsonpatch,kyverno (default: all available; map* need 1.36+, kyverno needs -kyverno)")
 	fs.StringVar(&o.Out, "out", "", "bench: also write the JSON lines to this file")
 	fs.BoolVar(&o.Sync, "sync", false, "bench: keep --sync in the webhook's shipped flags (its sync loop heals every StatefulSet created without the webhook, i.e. the bench's none/map creates)")
+	fs.BoolVar(&o.CompareOracle, "compare-oracle", true, "bench: with -kyverno, after the rounds run every ../shared/seldon-oracle/v2.9.1 case through the webhook and through the Kyverno policy and count those stored equal to Seldon's build")
 	return o
 }
 
@@ -81,6 +89,14 @@ type bench struct {
 	// per map mode: its MutatingAdmissionPolicy and binding
 	policies map[string][]*unstructured.Unstructured
 	calls    *callCounter
+	// clients: the client counts measured in turn; clients: the current one
+	clientCounts []int
+	clients      int
+	// kyverno mode (bench_e2e_kyverno.go): the running admission controller
+	// and its ClusterPolicy; nil without -kyverno
+	kyverno       *controlplane.Kyverno
+	kyvernoPolicy *unstructured.Unstructured
+	peakRSS       map[string]int64 // VmHWM at the end of the run, by process
 }
 
 // Run is `e2e bench`: the benchmark rounds on one control plane, JSON
@@ -88,8 +104,17 @@ type bench struct {
 func Run(cfg controlplane.Config, o *BenchOpts) int {
 	util.HandleSignals()
 	defer util.Teardown()
-	if o.Clients < 1 || o.Creates < 1 || o.Rounds < 1 || o.Namespaces < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -clients, -creates, -rounds and -namespaces must be at least 1")
+	var clientCounts []int
+	for _, c := range strings.Split(o.Clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -clients %q: want counts of at least 1, comma separated\n", o.Clients)
+			return 2
+		}
+		clientCounts = append(clientCounts, n)
+	}
+	if o.Creates < 1 || o.Rounds < 1 || o.Namespaces < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -creates, -rounds and -namespaces must be at least 1")
 		return 2
 	}
 	// the per-run folder is made here so that the API server's audit policy
@@ -112,19 +137,39 @@ func Run(cfg controlplane.Config, o *BenchOpts) int {
 		fmt.Fprintf(os.Stderr, "bench: setup failed: %v\n", err)
 		return 1
 	}
-	b := &bench{s: s, o: o, calls: &callCounter{auditLog: auditLog}}
+	b := &bench{s: s, o: o, calls: &callCounter{auditLog: auditLog}, clientCounts: clientCounts}
 	ctx := context.Background()
 	modes, err := b.prepare(ctx)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
-	results, err := b.run(ctx, modes)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 1
+	var all []map[string]*modeResult
+	for _, c := range clientCounts {
+		b.clients = c
+		results, err := b.run(ctx, modes)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		all = append(all, results)
 	}
-	return b.report(results)
+	// peak resident sets at the end of the run (all rounds, all client
+	// counts), with the bench's namespaces' objects in the caches
+	b.peakRSS = map[string]int64{"webhook": procHWM(b.s.WH.Proc)}
+	if b.kyverno != nil {
+		b.peakRSS["kyverno"] = procHWM(b.kyverno.Proc)
+	}
+	var extra []string
+	if b.kyverno != nil && o.CompareOracle {
+		line, err := b.oracleCompare(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: oracle comparison: %v\n", err)
+			return 1
+		}
+		extra = append(extra, line)
+	}
+	return b.report(all, extra)
 }
 
 // prepare: team namespaces with their ServerConfig + Server, the controller
@@ -184,6 +229,12 @@ func (b *bench) prepare(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	modes := []string{modeNone, modeWebhook, modeWebhookNoop}
+	if s.Cfg.Kyverno != "" {
+		if err := b.startKyverno(ctx); err != nil {
+			return nil, fmt.Errorf("kyverno: %w", err)
+		}
+		modes = append(modes, modeKyverno)
+	}
 	if s.CP.Minor >= 36 {
 		modes = append(modes, modeMAP, modeMAPJSON)
 	} else {
@@ -229,12 +280,20 @@ func (b *bench) run(ctx context.Context, modes []string) (map[string]*modeResult
 			if err := b.switchTo(ctx, m); err != nil {
 				return nil, err
 			}
+			if m == modeKyverno {
+				// before timing anything: the policy does the job (the
+				// seed's Pattern 1: the team's images stored), or stop
+				res[m].Check = b.checkMAP(ctx, m)
+				if !res[m].Check.OK {
+					return nil, fmt.Errorf("kyverno: the ClusterPolicy does not give the team's images, nothing timed: %s", res[m].Check.Detail)
+				}
+			}
 			if m == modeWebhookNoop {
 				if err := b.makeFixed(ctx); err != nil {
 					return nil, err
 				}
 			}
-			util.Step("bench: warm-up %s: %d creates", m, b.o.Warmup)
+			util.Step("bench: warm-up %s (%d clients): %d creates", m, b.clients, b.o.Warmup)
 			if _, err := b.round(ctx, m, "w", b.o.Warmup); err != nil {
 				return nil, err
 			}
@@ -252,18 +311,18 @@ func (b *bench) run(ctx context.Context, modes []string) (map[string]*modeResult
 			if err := b.switchTo(ctx, m); err != nil {
 				return nil, err
 			}
-			before := b.calls.snapshot(b.s)
+			before := b.calls.snapshot(b.s, b.kyvernoProc())
 			rr, err := b.round(ctx, m, fmt.Sprint(r), b.o.Creates)
 			if err != nil {
 				return nil, err
 			}
-			after := b.calls.snapshot(b.s)
+			after := b.calls.snapshot(b.s, b.kyvernoProc())
 			if err := b.cleanup(ctx); err != nil {
 				return nil, err
 			}
 			res[m].add(rr, before, after)
-			util.Step("bench: round %d %-7s %4d creates in %5.2fs: %6.1f/s, p50 %6.1f ms, p99 %6.1f ms, errors %d",
-				r+1, m, rr.n, rr.wall.Seconds(), rr.perSecond(), ms(rr.quantile(0.50)), ms(rr.quantile(0.99)), rr.errors)
+			util.Step("bench: %2d clients round %d %-7s %4d creates in %5.2fs: %6.1f/s, p50 %6.1f ms, p99 %6.1f ms, errors %d",
+				b.clients, r+1, m, rr.n, rr.wall.Seconds(), rr.perSecond(), ms(rr.quantile(0.50)), ms(rr.quantile(0.99)), rr.errors)
 		}
 	}
 	// requests the webhook's identity made, per mode, from the audit log
@@ -291,7 +350,7 @@ func (b *bench) round(ctx context.Context, mode, round string, n int) (*roundRes
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	rr.start = time.Now()
-	for c := 0; c < b.o.Clients; c++ {
+	for c := 0; c < b.clients; c++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -305,7 +364,7 @@ func (b *bench) round(ctx context.Context, mode, round string, n int) (*roundRes
 				if mode == modeWebhookNoop {
 					obj = b.fixed[ns].DeepCopy()
 				}
-				obj.Name = fmt.Sprintf("b%s-%s-%05d", round, mode, i)
+				obj.Name = fmt.Sprintf("b%s-%s-c%d-%05d", round, mode, b.clients, i)
 				obj.Labels[benchLabel] = "e2e"
 				t := time.Now()
 				_, err := b.client.AppsV1().StatefulSets(ns).Create(ctx, obj, metav1.CreateOptions{FieldManager: "manager"})
@@ -358,11 +417,36 @@ func (b *bench) cleanup(ctx context.Context) error {
 
 // report prints one JSON line per mode (stdout and -out); exit 1 when the
 // MAP check failed.
-func (b *bench) report(res map[string]*modeResult) int {
+func (b *bench) report(all []map[string]*modeResult, extra []string) int {
 	var lines []string
 	code := 0
+	for k, res := range all {
+		b.clients = b.clientCounts[k]
+		var c int
+		lines, c = b.reportOne(res, lines)
+		code = max(code, c)
+	}
+	for _, l := range extra {
+		fmt.Println(l)
+		lines = append(lines, l)
+	}
+	if b.o.Out != "" {
+		// the folder may not exist yet (target/bench-results on a fresh clone)
+		_ = os.MkdirAll(filepath.Dir(b.o.Out), 0o755)
+		if err := os.WriteFile(b.o.Out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: write %s: %v\n", b.o.Out, err)
+			return 1
+		}
+		util.Step("bench: wrote %s", b.o.Out)
+	}
+	return code
+}
+
+// reportOne prints the JSON lines of one client count.
+func (b *bench) reportOne(res map[string]*modeResult, lines []string) ([]string, int) {
+	code := 0
 	base := res[modeNone]
-	for _, m := range []string{modeNone, modeWebhook, modeWebhookNoop, modeMAP, modeMAPJSON} {
+	for _, m := range []string{modeNone, modeWebhook, modeWebhookNoop, modeKyverno, modeMAP, modeMAPJSON} {
 		r, ok := res[m]
 		if !ok {
 			continue
@@ -374,17 +458,10 @@ func (b *bench) report(res map[string]*modeResult) int {
 		line, err := json.Marshal(obj)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-			return 1
+			return lines, 1
 		}
 		lines = append(lines, string(line))
 		fmt.Println(string(line))
 	}
-	if b.o.Out != "" {
-		if err := os.WriteFile(b.o.Out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: write %s: %v\n", b.o.Out, err)
-			return 1
-		}
-		util.Step("bench: wrote %s", b.o.Out)
-	}
-	return code
+	return lines, code
 }

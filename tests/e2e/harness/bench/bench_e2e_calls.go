@@ -40,6 +40,8 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
     userGroups: ["system:serviceaccounts"]
+  - level: Metadata
+    users: ["` + controlplane.KyvernoUser + `"]
   - level: None
 `
 	if err := os.WriteFile(policy, []byte(body), 0o644); err != nil {
@@ -64,6 +66,7 @@ type counters struct {
 	apiPolicySum, apiPolicyCount   float64
 	// CPU seconds (user + system) used by each process
 	cpuAPIServer, cpuEtcd, cpuWebhook, cpuClient float64
+	cpuKyverno                                   float64
 }
 
 func (a counters) minus(b counters) counters {
@@ -73,6 +76,7 @@ func (a counters) minus(b counters) counters {
 		a.apiWebhookSum - b.apiWebhookSum, a.apiWebhookCount - b.apiWebhookCount,
 		a.apiPolicySum - b.apiPolicySum, a.apiPolicyCount - b.apiPolicyCount,
 		a.cpuAPIServer - b.cpuAPIServer, a.cpuEtcd - b.cpuEtcd, a.cpuWebhook - b.cpuWebhook, a.cpuClient - b.cpuClient,
+		a.cpuKyverno - b.cpuKyverno,
 	}
 }
 
@@ -83,6 +87,7 @@ func (a counters) plus(b counters) counters {
 		a.apiWebhookSum + b.apiWebhookSum, a.apiWebhookCount + b.apiWebhookCount,
 		a.apiPolicySum + b.apiPolicySum, a.apiPolicyCount + b.apiPolicyCount,
 		a.cpuAPIServer + b.cpuAPIServer, a.cpuEtcd + b.cpuEtcd, a.cpuWebhook + b.cpuWebhook, a.cpuClient + b.cpuClient,
+		a.cpuKyverno + b.cpuKyverno,
 	}
 }
 
@@ -91,8 +96,9 @@ type callCounter struct {
 }
 
 // snapshot reads the webhook's /metrics and the API server's /metrics.
-func (c *callCounter) snapshot(s *scenarios.Suite) counters {
+func (c *callCounter) snapshot(s *scenarios.Suite, kyverno *util.Proc) counters {
 	var k counters
+	k.cpuKyverno = util.ProcCPU(kyverno)
 	k.cpuAPIServer = util.ProcCPU(s.CP.APIServer)
 	k.cpuEtcd = util.ProcCPU(s.CP.Etcd)
 	k.cpuWebhook = util.ProcCPU(s.WH.Proc)
@@ -206,6 +212,7 @@ func (c *callCounter) attribute(res map[string]*modeResult) error {
 	defer f.Close()
 	for _, m := range res {
 		m.Requests = map[string]int{}
+		m.KyvernoRequests = map[string]int{}
 	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -227,9 +234,13 @@ func (c *callCounter) attribute(res map[string]*modeResult) error {
 			key += e.RequestURI
 		}
 		for _, m := range res {
+			into := m.Requests
+			if e.User.Username == controlplane.KyvernoUser {
+				into = m.KyvernoRequests
+			}
 			for _, r := range m.rounds {
 				if !e.Received.Before(r.start) && !e.Received.After(r.end) {
-					m.Requests[key]++
+					into[key]++
 				}
 			}
 		}

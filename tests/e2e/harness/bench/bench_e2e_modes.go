@@ -83,10 +83,23 @@ func (b *bench) switchTo(ctx context.Context, mode string) error {
 		return nil
 	}
 	var err error
+	if mode != modeKyverno {
+		err = b.dropKyvernoPolicy(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("switch to %s: %w", mode, err)
+	}
 	switch mode {
 	case modeNone:
 		if err = dropMWC(); err == nil {
 			err = dropBinding()
+		}
+	case modeKyverno:
+		if err = dropMWC(); err == nil {
+			err = dropBinding()
+		}
+		if err == nil {
+			err = b.applyKyvernoPolicy(ctx)
 		}
 	case modeWebhook, modeWebhookNoop:
 		if err = dropBinding(); err == nil {
@@ -144,6 +157,11 @@ func (b *bench) expect(mode, ns string, sts *appsv1.StatefulSet) error {
 }
 
 func (b *bench) probe(ctx context.Context, mode string) error {
+	if mode != modeKyverno {
+		if err := b.kyvernoHooksOff(ctx); err != nil {
+			return err
+		}
+	}
 	ns := b.nss[0]
 	obj := b.desired[ns].DeepCopy()
 	obj.Name = "probe"
@@ -177,7 +195,8 @@ func (b *bench) makeFixed(ctx context.Context) error {
 	return nil
 }
 
-// Check is the outcome of the MutatingAdmissionPolicy correctness check.
+// Check is the outcome of the MutatingAdmissionPolicy (or Kyverno
+// ClusterPolicy) correctness check.
 type Check struct {
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
@@ -197,7 +216,7 @@ func (b *bench) checkMAP(ctx context.Context, mode string) *Check {
 		}
 		details = append(details, d)
 	}
-	util.Step("bench: %s: MutatingAdmissionPolicy check passed: %v", mode, details)
+	util.Step("bench: %s: policy check passed: %v", mode, details)
 	return &Check{OK: true, Detail: fmt.Sprint(details)}
 }
 

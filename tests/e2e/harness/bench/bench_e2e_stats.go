@@ -54,6 +54,8 @@ type modeResult struct {
 	// requests by the webhook's identity inside this mode's measured
 	// windows (audit log), "verb resource" -> count
 	Requests map[string]int
+	// the same for Kyverno's identity (controlplane.KyvernoUser)
+	KyvernoRequests map[string]int
 }
 
 func (m *modeResult) add(rr *roundResult, before, after counters) {
@@ -85,7 +87,7 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 		"bench":                "e2e-create",
 		"mode":                 m.Mode,
 		"kubernetes":           b.s.CP.GitVersion,
-		"clients":              b.o.Clients,
+		"clients":              b.clients,
 		"rounds":               len(m.rounds),
 		"creates_per_round":    b.o.Creates,
 		"creates":              len(m.lat),
@@ -114,6 +116,10 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 		out["rounds_ratio_p50_vs_none"] = rp50
 		out["pooled_ratio_p50_vs_none"] = round3(ratio(ms(quantile(m.lat, 0.5)), ms(quantile(base.lat, 0.5))))
 		out["pooled_ratio_p99_vs_none"] = round3(ratio(ms(quantile(m.lat, 0.99)), ms(quantile(base.lat, 0.99))))
+		// the latency the mode adds (issue 18 compares these between
+		// admission controllers): pooled quantile minus none's
+		out["pooled_added_p50_ms_vs_none"] = round3(ms(quantile(m.lat, 0.5)) - ms(quantile(base.lat, 0.5)))
+		out["pooled_added_p99_ms_vs_none"] = round3(ms(quantile(m.lat, 0.99)) - ms(quantile(base.lat, 0.99)))
 	}
 	// CPU time per create (user + system, all rounds): robust to the other
 	// load on a shared machine, unlike wall-clock latency
@@ -123,14 +129,15 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 			"kube-apiserver": round3(d.cpuAPIServer * 1000 / c),
 			"etcd":           round3(d.cpuEtcd * 1000 / c),
 			"webhook":        round3(d.cpuWebhook * 1000 / c),
+			"kyverno":        round3(d.cpuKyverno * 1000 / c),
 			"bench-client":   round3(d.cpuClient * 1000 / c),
-			"server-side":    round3((d.cpuAPIServer + d.cpuEtcd + d.cpuWebhook) * 1000 / c),
+			"server-side":    round3((d.cpuAPIServer + d.cpuEtcd + d.cpuWebhook + d.cpuKyverno) * 1000 / c),
 		}
 		if base != nil && base != m && len(base.lat) > 0 {
 			bd := base.delta
 			out["ratio_server_cpu_per_create_vs_none"] = ratio(
-				(d.cpuAPIServer+d.cpuEtcd+d.cpuWebhook)/c,
-				(bd.cpuAPIServer+bd.cpuEtcd+bd.cpuWebhook)/float64(len(base.lat)))
+				(d.cpuAPIServer+d.cpuEtcd+d.cpuWebhook+d.cpuKyverno)/c,
+				(bd.cpuAPIServer+bd.cpuEtcd+bd.cpuWebhook+bd.cpuKyverno)/float64(len(base.lat)))
 		}
 	}
 	switch m.Mode {
@@ -140,6 +147,8 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 		out["webhook_cache_misses"] = d.whCacheMisses
 		out["webhook_server_mean_ms"] = round3(ratio(d.whDurSum*1000, d.whDurCount))
 		out["apiserver_webhook_call_mean_ms"] = round3(ratio(d.apiWebhookSum*1000, d.apiWebhookCount))
+	case modeKyverno:
+		out["kyverno_check"] = m.Check
 	case modeMAP, modeMAPJSON:
 		out["apiserver_policy_check_mean_ms"] = round3(ratio(d.apiPolicySum*1000, d.apiPolicyCount))
 		out["apiserver_policy_checks"] = d.apiPolicyCount
@@ -156,6 +165,35 @@ func (m *modeResult) summary(b *bench, base *modeResult) map[string]any {
 	}
 	out["webhook_api_requests"] = m.Requests
 	out["webhook_api_requests_hot_path"] = hot
+	// the admission controller of the mode (issue 18): its CPU seconds per
+	// 1,000 admissions (every create is one admission), its API requests per
+	// admission (audit log, its own identity) and its peak resident set
+	c := float64(len(m.lat))
+	switch m.Mode {
+	case modeWebhook, modeWebhookNoop:
+		n := 0
+		for _, v := range m.Requests {
+			n += v
+		}
+		out["admission_controller"] = map[string]any{
+			"process":                    "serverconfig-webhook",
+			"cpu_s_per_1000_admissions":  round3(ratio(d.cpuWebhook*1000, c)),
+			"api_requests_per_admission": round3(ratio(float64(n), c)),
+			"peak_rss_bytes":             b.peakRSS["webhook"],
+		}
+	case modeKyverno:
+		n := 0
+		for _, v := range m.KyvernoRequests {
+			n += v
+		}
+		out["kyverno_api_requests"] = m.KyvernoRequests
+		out["admission_controller"] = map[string]any{
+			"process":                    "kyverno",
+			"cpu_s_per_1000_admissions":  round3(ratio(d.cpuKyverno*1000, c)),
+			"api_requests_per_admission": round3(ratio(float64(n), c)),
+			"peak_rss_bytes":             b.peakRSS["kyverno"],
+		}
+	}
 	return out
 }
 

@@ -23,4 +23,8 @@ type Config struct {
 	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
 	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
 	Kustomize       string // kustomize binary (optional)
+	// the Kyverno comparison of `e2e bench` (bench/bench_e2e_kyverno.go);
+	// empty: no kyverno mode
+	Kyverno     string // Kyverno's admission controller (cmd/kyverno)
+	KyvernoCRDs string // its CRDs: config/crds of the module (Go module cache)
 }

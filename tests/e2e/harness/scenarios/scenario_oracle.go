@@ -125,8 +125,13 @@ func readObject(path string) (*unstructured.Unstructured, error) {
 
 // oracleCase runs one case in a namespace of its own.
 func (s *Suite) oracleCase(ctx context.Context, manager dynamic.Interface, warnings *standin.WarningRecorder, c oracleCase) (int, string) {
+	return s.oracleCaseIn(ctx, manager, warnings, c, "oracle-")
+}
+
+// oracleCaseIn is oracleCase in namespace prefix + set + name.
+func (s *Suite) oracleCaseIn(ctx context.Context, manager dynamic.Interface, warnings *standin.WarningRecorder, c oracleCase, prefix string) (int, string) {
 	short := map[string]string{"v2.9.1": "sts", "v2.10.2-deployment": "dep"}[c.set]
-	ns := "oracle-" + short + "-" + c.name
+	ns := prefix + short + "-" + c.name
 	if len(ns) > 63 {
 		ns = ns[:63]
 	}
@@ -366,4 +371,59 @@ func (s *Suite) controllerIdentity(ctx context.Context, warnings rest.WarningHan
 		return err
 	})
 	return d, err
+}
+
+// OracleCase names one case of Seldon's reference output (for the Kyverno
+// comparison of `e2e bench`, bench/bench_oracle_kyverno.go).
+type OracleCase struct {
+	Set, Name string
+	c         oracleCase
+}
+
+// OracleCases lists the cases of one set ("v2.9.1", "v2.10.2-deployment").
+func OracleCases(repo, set string) ([]OracleCase, error) {
+	cases, err := oracleCases(repo)
+	if err != nil {
+		return nil, err
+	}
+	var out []OracleCase
+	for _, c := range cases {
+		if c.set == set {
+			out = append(out, OracleCase{Set: c.set, Name: c.name, c: c})
+		}
+	}
+	return out, nil
+}
+
+// Oracle outcomes of RunOracleCase.
+const (
+	OracleEqual       = oracleEqual
+	OracleBothRefused = oracleBothRefused
+	OracleDiffer      = oracleDiffer
+)
+
+// OracleRunner sends cases as the Seldon controller's identity through
+// whatever admission is registered at the time (the webhook, a policy).
+type OracleRunner struct {
+	s        *Suite
+	manager  dynamic.Interface
+	warnings *standin.WarningRecorder
+}
+
+// NewOracleRunner makes the controller's identity once.
+func (s *Suite) NewOracleRunner(ctx context.Context) (*OracleRunner, error) {
+	warnings := &standin.WarningRecorder{}
+	manager, err := s.controllerIdentity(ctx, warnings)
+	if err != nil {
+		return nil, err
+	}
+	return &OracleRunner{s: s, manager: manager, warnings: warnings}, nil
+}
+
+// Run is one case as scenarioOracle runs it, in namespace
+// prefix-<set>-<case> (a namespace is never reused: without
+// kube-controller-manager a deleted one stays Terminating): its outcome and
+// what differs.
+func (r *OracleRunner) Run(ctx context.Context, c OracleCase, prefix string) (int, string) {
+	return r.s.oracleCaseIn(ctx, r.manager, r.warnings, c.c, prefix)
 }
