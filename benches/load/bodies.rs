@@ -1,7 +1,9 @@
 //! Review bodies as the API server sends them for the stock controller's
 //! StatefulSets (built from the real 2.9.1 ServerConfigs in the controller
 //! namespace, owned by the fixture's Servers), and the check that an answer
-//! really fixed the object: the patch applied gives the namespace's images.
+//! really fixed the object: the patch applied gives the namespace's images
+//! (for `serve`), or that it allows the object and does nothing else (for
+//! the floor).
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
@@ -122,6 +124,30 @@ pub fn check_mutation(body: &Body, answer: &[u8]) -> anyhow::Result<()> {
     let want = format!("harbor.test/{}/", body.namespace);
     if images.is_empty() || images.iter().any(|i| !i.starts_with(&want)) {
         bail!("patched images {images:?} are not the namespace's own ({want}...)");
+    }
+    Ok(())
+}
+
+/// Checks that `answer` is an allow for `body` with nothing else: the
+/// floor's answer (no patch, no warnings, no status).
+pub fn check_allowed(body: &Body, answer: &[u8]) -> anyhow::Result<()> {
+    let review: Value = serde_json::from_slice(answer).context("answer is not JSON")?;
+    if review["apiVersion"] != json!("admission.k8s.io/v1")
+        || review["kind"] != json!("AdmissionReview")
+    {
+        bail!("not an admission.k8s.io/v1 AdmissionReview: {review}");
+    }
+    let r = &review["response"];
+    if r["uid"] != json!(body.uid) {
+        bail!("answer uid {} != request uid {}", r["uid"], body.uid);
+    }
+    if r["allowed"] != json!(true) {
+        bail!("not allowed: {}", r["status"]);
+    }
+    for key in ["patch", "patchType", "warnings"] {
+        if !r[key].is_null() {
+            bail!("the answer has a {key}: {r}");
+        }
     }
     Ok(())
 }

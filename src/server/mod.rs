@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Answer};
 use crate::cache::Caches;
 use crate::metrics::{Listener, Metrics, Refusal};
 use conn::{ConnectionCap, Deadline};
@@ -136,11 +136,17 @@ impl Readiness {
     }
 }
 
+/// Answers one review body in place of [`Admission::review`] (see
+/// [`Server::answering_with`]).
+pub type ReviewFn = Arc<dyn Fn(&[u8]) -> Answer + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     admission: Arc<Admission>,
     readiness: Arc<Readiness>,
     budget: Arc<body::Budget>,
+    /// `None` in `serve`: reviews go to `admission`.
+    review: Option<ReviewFn>,
 }
 
 async fn mutate(State(state): State<AppState>, headers: HeaderMap, request_body: Body) -> Response {
@@ -176,7 +182,10 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, request_body:
         }
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let answer = state.admission.review(&body).await;
+    let answer = match &state.review {
+        None => state.admission.review(&body).await,
+        Some(review) => review(&body),
+    };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
@@ -275,9 +284,25 @@ impl Server {
                 admission,
                 readiness,
                 budget,
+                review: None,
             },
             limits,
         })
+    }
+
+    /// Answers every review with `review` instead of [`Admission::review`],
+    /// keeping the rest of the listener as it is (TLS, connection cap and
+    /// deadlines, HTTP/1.1 and HTTP/2 settings, body limit and budget,
+    /// concurrency limit and timeout, `/healthz`, `/readyz`, metrics). For
+    /// the load benchmark's floor (`benches/load/floor.rs`): the same
+    /// stack decoding the review and allowing it, nothing else. `serve`
+    /// never calls it.
+    pub fn answering_with(
+        mut self,
+        review: impl Fn(&[u8]) -> Answer + Send + Sync + 'static,
+    ) -> Server {
+        self.state.review = Some(Arc::new(review));
+        self
     }
 
     /// The address the webhook listener is bound to.

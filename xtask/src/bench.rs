@@ -3,10 +3,11 @@
 //!
 //! 1. `core`   `cargo bench --bench core` (criterion, in process)
 //! 2. `growth` `cargo bench --bench growth`
-//! 3. `load`   HTTPS load on `serve` against a baseline server
+//! 3. `load`   HTTPS load on `serve` against its floor (serve's listener
+//!    decoding and allowing) and a precomputed-response baseline
 //!    (benches/load): the harness's `bench-fixture` starts a control plane
 //!    with N namespaces x 3 ServerConfigs and Servers and `serve` on top,
-//!    then `cargo bench --bench load` drives both servers
+//!    then `cargo bench --bench load` drives the three servers
 //! 4. `e2e`    creates through the real API server with and without the
 //!    webhook (the harness's `bench`, as `cargo xtask bench-e2e` runs it:
 //!    [`bench_e2e`])
@@ -154,11 +155,12 @@ impl Drop for Fixture {
     }
 }
 
-/// Benchmark 2: baseline built, fixture up, `benches/load` run, fixture down.
+/// Benchmark 2: floor and baseline built, fixture up, `benches/load` run,
+/// fixture down.
 fn load(o: &BenchArgs, results: &Path) -> Result<()> {
     let release = !o.smoke;
     let namespaces = o.namespaces.unwrap_or(if o.smoke { 20 } else { 1000 });
-    let baseline = build_baseline(results, release)?;
+    let [floor, baseline] = build_servers(results, release)?;
     let fixture_file = results.join("load-fixture.json");
     let fixture = start_fixture(&o.k8s, release, namespaces, &fixture_file)?;
     let out = results.join(if o.smoke {
@@ -167,6 +169,7 @@ fn load(o: &BenchArgs, results: &Path) -> Result<()> {
         "load.json"
     });
     let fixture_arg = fixture_file.display().to_string();
+    let floor_arg = floor.display().to_string();
     let baseline_arg = baseline.display().to_string();
     let out_arg = out.display().to_string();
     // smoke: the test profile (a debug build, no optimised rebuild)
@@ -178,6 +181,8 @@ fn load(o: &BenchArgs, results: &Path) -> Result<()> {
     args.extend([
         "--fixture",
         &fixture_arg,
+        "--floor",
+        &floor_arg,
         "--baseline",
         &baseline_arg,
         "--out",
@@ -189,24 +194,34 @@ fn load(o: &BenchArgs, results: &Path) -> Result<()> {
     result
 }
 
-/// The baseline server of the load benchmark (`examples/load-baseline`),
-/// built in the profile of the webhook it is compared with.
-fn build_baseline(results: &Path, release: bool) -> Result<PathBuf> {
-    let mut build = vec!["build", "--example", "load-baseline"];
+/// The floor and the baseline servers of the load benchmark
+/// (`examples/load-floor`, `examples/load-baseline`), built in the profile
+/// of the webhook they are compared with.
+fn build_servers(results: &Path, release: bool) -> Result<[PathBuf; 2]> {
+    let mut build = vec![
+        "build",
+        "--example",
+        "load-floor",
+        "--example",
+        "load-baseline",
+    ];
     if release {
         build.push("--release");
     }
     cargo(&build)?;
     let profile = if release { "release" } else { "debug" };
-    let baseline = results
+    let dir = results
         .parent()
         .ok_or_else(|| anyhow!("no target folder"))?
         .join(profile)
-        .join("examples/load-baseline");
-    if !baseline.is_file() {
-        bail!("{} not found after cargo build", baseline.display());
+        .join("examples");
+    let bins = ["load-floor", "load-baseline"].map(|name| dir.join(name));
+    for bin in &bins {
+        if !bin.is_file() {
+            bail!("{} not found after cargo build", bin.display());
+        }
     }
-    Ok(baseline)
+    Ok(bins)
 }
 
 /// Builds the control plane's parts and starts the harness's
