@@ -57,7 +57,7 @@ func Flags(fs *flag.FlagSet) *BenchOpts {
 	fs.IntVar(&o.Creates, "creates", 500, "bench: StatefulSet creates per mode in each round")
 	fs.IntVar(&o.Rounds, "rounds", 6, "bench: rounds (each runs every mode once, order rotated)")
 	fs.IntVar(&o.Warmup, "warmup", 100, "bench: untimed creates per mode before the first round")
-	fs.IntVar(&o.Namespaces, "namespaces", 10, "bench: team namespaces (each with its ServerConfig and Server)")
+	fs.IntVar(&o.Namespaces, "namespaces", 10, "bench: team namespaces (each with 3 ServerConfigs and 3 Servers)")
 	fs.StringVar(&o.Modes, "modes", "", "bench: comma-separated subset of none,webhook,webhook-unchanged,map,map-jsonpatch,kyverno (default: all available; map* need 1.36+, kyverno needs -kyverno)")
 	fs.StringVar(&o.Out, "out", "", "bench: also write the JSON lines to this file")
 	fs.BoolVar(&o.Sync, "sync", false, "bench: keep --sync in the webhook's shipped flags (its sync loop heals every StatefulSet created without the webhook, i.e. the bench's none/map creates)")
@@ -190,10 +190,15 @@ func (b *bench) prepare(ctx context.Context) ([]string, error) {
 		}
 		if err := s.Apply(ctx,
 			s.Fx.ServerConfig("mlserver", benchConfig, ns, "team"),
-			// a second ServerConfig, as a team with both kinds has: the
-			// policy must not pick it for an mlserver StatefulSet
+			// two more ServerConfigs and Servers, as a team with several
+			// kinds has (3 + 3 per namespace, the load fixture's shape):
+			// they are in every admission controller's caches or reach,
+			// and a policy must not pick them for the mlserver StatefulSet
 			s.Fx.ServerConfig("triton", "triton-config", ns, "team"),
+			s.Fx.ServerConfig("mlserver", benchConfig+"-gpu", ns, "team"),
 			k8s.NewServer(ns, benchServer, benchConfig, 1, nil),
+			k8s.NewServer(ns, "triton", "triton-config", 1, nil),
+			k8s.NewServer(ns, benchServer+"-gpu", benchConfig+"-gpu", 1, nil),
 		); err != nil {
 			return nil, err
 		}
