@@ -54,10 +54,24 @@ func (cp *ControlPlane) InstallCRDs(ctx context.Context, path string) error {
 		return fmt.Errorf("read CRDs %s: %w", path, err)
 	}
 	util.Step("installing %d Seldon CRDs from %s", len(objs), path)
-	if err := cp.Apply(ctx, objs...); err != nil {
+	if err := cp.ApplyCRDs(ctx, objs); err != nil {
 		return err
 	}
-	for _, o := range objs {
+	// a Server list proves the resources are served through discovery too
+	return util.Poll(30*time.Second, func() error {
+		_, err := cp.Dyn.Resource(k8s.GVRServer).Namespace("default").List(ctx, metav1.ListOptions{})
+		return err
+	})
+}
+
+// ApplyCRDs applies CustomResourceDefinitions and waits until each is
+// Established (the one wait the Seldon, cert-manager and Kyverno installs
+// share).
+func (cp *ControlPlane) ApplyCRDs(ctx context.Context, crds []*unstructured.Unstructured) error {
+	if err := cp.Apply(ctx, crds...); err != nil {
+		return err
+	}
+	for _, o := range crds {
 		name := o.GetName()
 		err := util.Poll(60*time.Second, func() error {
 			crd, err := cp.Dyn.Resource(k8s.GVRCRD).Get(ctx, name, metav1.GetOptions{})
@@ -77,11 +91,7 @@ func (cp *ControlPlane) InstallCRDs(ctx context.Context, path string) error {
 			return err
 		}
 	}
-	// a Server list proves the resources are served through discovery too
-	return util.Poll(30*time.Second, func() error {
-		_, err := cp.Dyn.Resource(k8s.GVRServer).Namespace("default").List(ctx, metav1.ListOptions{})
-		return err
-	})
+	return nil
 }
 
 // EnsureNamespace creates a namespace and the ServiceAccount the Seldon

@@ -86,27 +86,8 @@ func (cp *ControlPlane) InstallKyvernoCRDs(ctx context.Context, dir string) erro
 		return fmt.Errorf("%s: no CustomResourceDefinition", dir)
 	}
 	util.Step("kyverno: installing %d CRDs from %s", len(crds), dir)
-	if err := cp.Apply(ctx, crds...); err != nil {
+	if err := cp.ApplyCRDs(ctx, crds); err != nil {
 		return err
-	}
-	for _, o := range crds {
-		name := o.GetName()
-		if err := util.Poll(60*time.Second, func() error {
-			crd, err := cp.Dyn.Resource(k8s.GVRCRD).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
-			for _, c := range conds {
-				m, _ := c.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return nil
-				}
-			}
-			return fmt.Errorf("CRD %s not established", name)
-		}); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -67,23 +67,8 @@ func (s *Suite) installCertManagerCRDs(ctx context.Context) error {
 			crds = append(crds, o)
 		}
 	}
-	if err := s.Apply(ctx, crds...); err != nil {
+	if err := s.CP.ApplyCRDs(ctx, crds); err != nil {
 		return err
-	}
-	for _, o := range crds {
-		name := o.GetName()
-		if err := util.Poll(60*time.Second, func() error {
-			crd, err := s.CP.Dyn.Resource(k8s.GVRCRD).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if !hasCondition(crd, "Established", "True") {
-				return fmt.Errorf("CRD %s not established", name)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
 	}
 	return util.Poll(30*time.Second, func() error {
 		_, err := s.CP.Dyn.Resource(gvrCertificate).Namespace("default").List(ctx, metav1.ListOptions{})
