@@ -16,7 +16,10 @@ use crate::cache::inputs::{Lookups, Misses};
 use crate::cache::Caches;
 
 use crate::core::bounds::{check_json, Limits};
-use crate::core::mutate::{decide, scope, Decision, Gvk, Operation, Scope, Settings};
+use crate::core::mutate::{
+    audit_annotations, decide, out_of_scope_audit_annotations, scope, within_api_server_limits,
+    Applied, Decision, Gvk, Operation, Scope, Settings,
+};
 use crate::metrics::Metrics;
 pub use raw::RawObject;
 
@@ -138,19 +141,23 @@ impl Admission {
         object: Option<RawObject>,
         old_object: Option<RawObject>,
     ) -> (AdmissionResponse, &'static str) {
-        let base = AdmissionResponse::from(req);
+        let mut base = AdmissionResponse::from(req);
         let operation = operation_of(req);
         let namespace = req.namespace.clone().unwrap_or_default();
         let (kind, server_name) = match self.scope_of(req, operation, &namespace, object.as_ref()) {
             Scope::Out(reason) => {
                 tracing::debug!(uid = %req.uid, namespace, name = %req.name, reason, "out of scope");
+                base.audit_annotations = out_of_scope_audit_annotations();
                 return (base, "out_of_scope");
             }
             Scope::In { kind, server } => (kind, server),
         };
         let (object, old_object) = match bounded_objects(operation, object, old_object) {
             Ok(objects) => objects,
-            Err(e) => return (base.deny(e.to_string()), "denied"),
+            Err(e) => {
+                let message = e.to_string();
+                return self.finish(req, base, Decision::Denied { message }, &namespace);
+            }
         };
         let found = Lookups::new(
             &self.caches,
@@ -196,35 +203,42 @@ impl Admission {
         scope(gvk, operation, namespace, owners.as_ref(), &self.settings)
     }
 
+    /// The response for a decision, with its audit annotations, and its
+    /// one log line.
     fn finish(
         &self,
         req: &AdmissionRequest<RawObject>,
-        base: AdmissionResponse,
+        mut base: AdmissionResponse,
         decision: Decision,
         namespace: &str,
     ) -> (AdmissionResponse, &'static str) {
         let outcome = decision.outcome();
         let dry_run = req.dry_run;
+        base.audit_annotations = audit_annotations(&decision);
         match decision {
-            Decision::Unchanged { reason, warnings } => {
+            Decision::Unchanged {
+                reason, warnings, ..
+            } => {
                 tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
                     operation = ?req.operation, dry_run, outcome, reason, warnings = warnings.len(), "admission");
                 (with_warnings(base, warnings), outcome)
             }
             Decision::Patched {
                 patch,
-                source,
-                hash,
+                applied: Applied { source, hash },
                 warnings,
             } => {
                 tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
                     operation = ?req.operation, dry_run, outcome, source, hash, ops = patch.0.len(), "admission");
                 match base.clone().with_patch(patch) {
                     Ok(r) => (with_warnings(r, warnings), outcome),
-                    Err(e) => (
-                        base.deny(format!("serverconfig-webhook: could not encode patch: {e}")),
-                        "denied",
-                    ),
+                    Err(e) => {
+                        let message = format!("serverconfig-webhook: could not encode patch: {e}");
+                        base.audit_annotations = audit_annotations(&Decision::Denied {
+                            message: message.clone(),
+                        });
+                        (base.deny(message), "denied")
+                    }
                 }
             }
             Decision::Denied { message } => {
@@ -293,9 +307,11 @@ pub enum ObjectError {
     },
 }
 
+/// The response with the warnings, bounded to what the API server passes
+/// on unaltered.
 fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
     if !warnings.is_empty() {
-        r.warnings = Some(warnings);
+        r.warnings = Some(within_api_server_limits(warnings));
     }
     r
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::desired::{desired, vct_identity};
 use super::model::{Server, ServerConfig};
 use super::mutate::{
-    decide, Decision, Inputs, Operation, Settings, WorkloadKind, SOURCE_ANNOTATION,
+    decide, Applied, Decision, Inputs, Operation, Settings, WorkloadKind, SOURCE_ANNOTATION,
 };
 use super::placeholder::{placeholder_state, PlaceholderState};
 
@@ -143,7 +143,10 @@ pub fn workload_action(
         inputs,
         settings,
     ) {
-        Decision::Patched { hash, .. } => {
+        Decision::Patched {
+            applied: Applied { hash, .. },
+            ..
+        } => {
             let admitted_before = workload
                 .pointer("/metadata/annotations")
                 .and_then(|a| a.get(SOURCE_ANNOTATION))

@@ -10,7 +10,9 @@ use super::labels::{
     annotations_of, borrowed, labels_of, reconcile_map, set_map, str_map, CopiedKeys,
 };
 use super::warnings::{deployment_warnings, desired_warnings};
-use super::{Decision, Inputs, Operation, WorkloadKind, HASH_ANNOTATION, SOURCE_ANNOTATION};
+use super::{
+    Applied, Decision, Inputs, Operation, WorkloadKind, HASH_ANNOTATION, SOURCE_ANNOTATION,
+};
 
 const TEMPLATE_LABELS: &str = "/spec/template/metadata/labels";
 const TEMPLATE_ANNOTATIONS: &str = "/spec/template/metadata/annotations";
@@ -218,9 +220,14 @@ impl ImmutableField<'_> {
 /// The decision for the collected patch: none, a patch within
 /// [`MAX_PATCH_BYTES`], or a refusal naming the size.
 fn finish(b: PatchBuilder<'_>, want: &Desired, source: String, warnings: Vec<String>) -> Decision {
+    let applied = Applied {
+        source,
+        hash: want.hash.clone(),
+    };
     let Some(patch) = b.finish() else {
         return Decision::Unchanged {
             reason: "already-applied",
+            applied: Some(applied),
             warnings,
         };
     };
@@ -228,14 +235,14 @@ fn finish(b: PatchBuilder<'_>, want: &Desired, source: String, warnings: Vec<Str
     if bytes > MAX_PATCH_BYTES {
         return Decision::Denied {
             message: format!(
-                "serverconfig-webhook: applying ServerConfig {source} takes a patch of {bytes} bytes, more than the {MAX_PATCH_BYTES} the webhook sends; make the ServerConfig or the Server's podSpec smaller"
+                "serverconfig-webhook: applying ServerConfig {} takes a patch of {bytes} bytes, more than the {MAX_PATCH_BYTES} the webhook sends; make the ServerConfig or the Server's podSpec smaller",
+                applied.source
             ),
         };
     }
     Decision::Patched {
         patch,
-        source,
-        hash: want.hash.clone(),
+        applied,
         warnings,
     }
 }

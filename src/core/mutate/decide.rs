@@ -25,6 +25,7 @@ pub fn decide(
     if at(object, "/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         return Decision::Unchanged {
             reason: "being-deleted",
+            applied: None,
             warnings: vec![],
         };
     }
@@ -65,6 +66,7 @@ fn refuse(operation: Operation, message: String) -> Decision {
         Operation::Create => Decision::Denied { message },
         _ => Decision::Unchanged {
             reason: "server-unusable",
+            applied: None,
             warnings: vec![message],
         },
     }
@@ -162,6 +164,7 @@ fn on_missing(
         };
         Decision::Unchanged {
             reason: "serverconfig-missing",
+            applied: None,
             warnings: vec![format!(
                 "serverconfig-webhook: no ServerConfig {sc_name:?} in namespace {namespace:?}; {used}"
             )],

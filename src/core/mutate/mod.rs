@@ -6,6 +6,7 @@
 //! in-scope review and its lookups to a [`Decision`], building the patch in
 //! `build` (labels and annotations in `labels`, warnings in `warnings`).
 
+mod audit;
 mod build;
 mod decide;
 mod labels;
@@ -18,8 +19,10 @@ use serde_json::Value;
 use super::desired::Desired;
 use super::model::{Server, ServerConfig};
 
+pub use audit::{audit_annotations, out_of_scope_audit_annotations, AUDIT_VALUE_MAX_RUNES};
 pub use decide::decide;
 pub use scope::{controller_owner, controller_server_owner, scope, Gvk, Owner, Scope};
+pub use warnings::{within_api_server_limits, WARNINGS_MAX_RUNES, WARNING_MAX_RUNES};
 
 /// Annotation naming the ServerConfig the webhook applied (`<ns>/<name>`).
 pub const SOURCE_ANNOTATION: &str = "serverconfig-webhook/source";
@@ -87,19 +90,30 @@ pub struct Inputs<'a> {
     pub desired: Option<&'a Desired>,
 }
 
+/// The namespace's ServerConfig a decision applied, or found applied: what
+/// the object's [`SOURCE_ANNOTATION`] and [`HASH_ANNOTATION`] say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// `<namespace>/<name>` of the ServerConfig.
+    pub source: String,
+    /// The content hash of the Server and ServerConfig applied.
+    pub hash: String,
+}
+
 /// The outcome of one admission.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// Allowed with no patch.
     Unchanged {
         reason: &'static str,
+        /// The namespace's ServerConfig, when the object already holds it.
+        applied: Option<Applied>,
         warnings: Vec<String>,
     },
     /// Allowed with a patch that applies the namespace's ServerConfig.
     Patched {
         patch: Patch,
-        source: String,
-        hash: String,
+        applied: Applied,
         warnings: Vec<String>,
     },
     /// Rejected, with the message the client sees.

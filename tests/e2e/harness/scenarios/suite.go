@@ -201,6 +201,7 @@ func AllScenarios() []Scenario {
 		{"quiet-shared-name", scenarioQuietSharedName},
 		{"upgrade-legacy-placeholders", scenarioUpgradeLegacyPlaceholders},
 		{"honest-events", scenarioHonestEvents},
+		{"audit-annotations", scenarioAuditAnnotations},
 		{"shared-config-cost", scenarioSharedConfigCost},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
