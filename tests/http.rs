@@ -205,6 +205,9 @@ async fn good_review_gets_a_patch_over_http1_and_http2() {
         );
         assert_eq!(body["response"]["allowed"], true);
         assert_eq!(body["response"]["patchType"], "JSONPatch");
+        let audit = &body["response"]["auditAnnotations"];
+        assert_eq!(audit["outcome"], "patched", "{body}");
+        assert_eq!(audit["source"], format!("{APP}/mlserver-config"), "{body}");
         let mut fixed = obj.clone();
         json_patch::patch(&mut fixed, &decode_patch(&body)).expect("patch applies");
         assert!(
