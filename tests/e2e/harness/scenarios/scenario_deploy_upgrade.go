@@ -57,7 +57,7 @@ const (
 // it), traffic during the rollout.
 func scenarioDeployHelmUpgrade(ctx context.Context, s *Suite) error {
 	const sc = "deploy-helm-upgrade"
-	if err := s.installCertManagerCRDs(ctx); !s.r.Check(checkName(sc, "cert-manager-crds"), err == nil, "%v", err) {
+	if err := s.installCertManagerCRDs(ctx); !s.r.Check(checkName(sc, "cert-manager-crds"), err == nil, "cert-manager's CRDs (the chart's Issuers and Certificates) installed: %v", err) {
 		return nil
 	}
 	// a server outside the chart's kubeVersion: helm must refuse the new chart
@@ -87,8 +87,14 @@ func scenarioDeployHelmUpgrade(ctx context.Context, s *Suite) error {
 		}
 	}()
 
+	// the schema refuses a typo against a real cluster, before anything is written
+	out, err := s.CP.Helm(s.Cfg, "install", upRelease, controlplane.ChartDir, "--namespace", upNS, "--create-namespace", "--set", "replicaCont=3")
+	_, statusErr := s.CP.Helm(s.Cfg, "status", upRelease, "--namespace", upNS)
+	s.r.Check(checkName(sc, "install-refuses-typo"), err != nil && strings.Contains(err.Error(), "additional properties 'replicaCont' not allowed") && statusErr != nil,
+		"helm install --set replicaCont=3: %v %s; no release recorded: %v", err, firstLines(out, 2), statusErr != nil)
+
 	// 1. the previous chart, as a user installed it
-	out, err := s.CP.Helm(s.Cfg, "install", upRelease, controlplane.PreviousChartDir, "--namespace", upNS, "--create-namespace")
+	out, err = s.CP.Helm(s.Cfg, "install", upRelease, controlplane.PreviousChartDir, "--namespace", upNS, "--create-namespace")
 	if !s.r.Check(checkName(sc, "install-previous-chart"), err == nil, "helm install %s %s: %v %s", upRelease, controlplane.PreviousChartDir, err, firstLines(out, 3)) {
 		return nil
 	}
@@ -108,7 +114,7 @@ func scenarioDeployHelmUpgrade(ctx context.Context, s *Suite) error {
 	// 2. helm upgrade to the repository's chart; the pod annotation makes the
 	// Deployment roll, as a new image tag would
 	valuesFile := filepath.Join(s.CP.Dir, "upgrade-values.yaml")
-	values := "podAnnotations:\n  serverconfig-webhook/e2e-upgrade: rolled\n"
+	values := "podAnnotations:\n  e2e.test/rollout: upgrade\n"
 	if err := os.WriteFile(valuesFile, []byte(values), 0o644); err != nil {
 		return err
 	}
@@ -138,6 +144,13 @@ func scenarioDeployHelmUpgrade(ctx context.Context, s *Suite) error {
 	s.checkEndpointsAreNewPods(ctx, sc, after)
 	s.checkRegistrationTargets(ctx, sc, after)
 	s.checkRolloutKeptPDB(ctx, sc, after, rec)
+	s.checkSelectorChangeRefused(ctx, sc, valuesFile)
+
+	// an upgrade with a typo is refused and changes nothing
+	out, err = s.CP.Helm(s.Cfg, "upgrade", upRelease, controlplane.ChartDir, "--namespace", upNS, "-f", valuesFile, "--set", "sync.leaseDuraton=30s")
+	hist, herr := s.CP.Helm(s.Cfg, "history", upRelease, "--namespace", upNS, "--max", "1", "-o", "json")
+	s.r.Check(checkName(sc, "upgrade-refuses-typo"), err != nil && strings.Contains(err.Error(), "additional properties 'leaseDuraton' not allowed") && herr == nil && strings.Contains(string(hist), `"revision":2`),
+		"helm upgrade --set sync.leaseDuraton=30s: %v %s; latest revision still 2: %s %v", err, firstLines(out, 2), strings.TrimSpace(string(hist)), herr)
 	return nil
 }
 
@@ -254,7 +267,8 @@ func (s *Suite) checkNothingOrphaned(ctx context.Context, sc string, oldObjs, ne
 		gvks = append(gvks, k)
 	}
 	live, err := s.CP.ListLabelled(ctx, gvks, "app.kubernetes.io/instance="+upRelease)
-	if !s.r.Check(checkName(sc, "nothing-orphaned"), err == nil, "list the release's objects: %v", err) {
+	if err != nil {
+		s.r.Check(checkName(sc, "nothing-orphaned"), false, "list the release's objects: %v", err)
 		return
 	}
 	var unowned []*unstructured.Unstructured
@@ -326,7 +340,7 @@ func (s *Suite) checkEndpointsAreNewPods(ctx context.Context, sc string, d *apps
 			if sel.Matches(labels.Set(p.Labels)) {
 				selected = append(selected, p.Name)
 			}
-			if p.Annotations["serverconfig-webhook/e2e-upgrade"] == "rolled" && labels.SelectorFromSet(newHash).Matches(labels.Set(p.Labels)) && p.Status.PodIP != "" {
+			if p.Annotations["e2e.test/rollout"] == "upgrade" && labels.SelectorFromSet(newHash).Matches(labels.Set(p.Labels)) && p.Status.PodIP != "" {
 				newIPs = append(newIPs, p.Status.PodIP)
 			}
 		}
@@ -434,8 +448,29 @@ func (s *Suite) checkRolloutKeptPDB(ctx context.Context, sc string, d *appsv1.De
 		"replicas %d, maxUnavailable %d, maxSurge %d: the Deployment controller keeps >= %d Ready; PDB minAvailable %d on the same selector %v",
 		want, maxUnavail, maxSurge, want-maxUnavail, minAvail, sameSelector(pdb, d))
 	s.r.Check(checkName(sc, "rollout-keeps-pdb"), rec.events > 0 && rec.minReady >= want && rec.minReady >= minAvail && rec.maxPods <= want+maxSurge && rec.pdbBelow == 0,
-		"%d pod events during the upgrade: Ready pods behind the Service min %d max %d (PDB minAvailable %d), pods at most %d (replicas + maxSurge = %d); PDB status seen %d times, currentHealthy < desiredHealthy %d times (min healthy %d)",
-		rec.events, rec.minReady, rec.maxReady, minAvail, rec.maxPods, want+maxSurge, rec.pdbSeen, rec.pdbBelow, rec.pdbMinHealthy)
+		"%d pod events during the upgrade: Ready pods behind the Service min %d max %d (PDB minAvailable %d), pods not terminating at most %d (replicas + maxSurge = %d; %d with terminating ones); PDB status seen %d times, currentHealthy < desiredHealthy %d times (min healthy %d)",
+		rec.events, rec.minReady, rec.maxReady, minAvail, rec.maxPods, want+maxSurge, rec.maxWithTerminating, rec.pdbSeen, rec.pdbBelow, rec.pdbMinHealthy)
+}
+
+// checkSelectorChangeRefused is the negative control of upgrade-accepted: a
+// chart whose selector labels changed (nameOverride, same object names) would
+// be refused by the API server, so an upgrade that changed them fails there.
+func (s *Suite) checkSelectorChangeRefused(ctx context.Context, sc, valuesFile string) {
+	out, err := s.CP.Helm(s.Cfg, "template", upRelease, controlplane.ChartDir, "--namespace", upNS, "-f", valuesFile,
+		"--set", "nameOverride=renamed", "--set", "fullnameOverride="+upFullname)
+	var d *unstructured.Unstructured
+	if err == nil {
+		objs, derr := k8s.DecodeYAML(out)
+		err = derr
+		d = controlplane.FindObj(objs, "Deployment", upFullname)
+	}
+	if err != nil || d == nil {
+		s.r.Check(checkName(sc, "selector-change-refused"), false, "render with nameOverride: %v (Deployment found: %v)", err, d != nil)
+		return
+	}
+	_, err = s.CP.ApplyOne(ctx, d, true)
+	s.r.Check(checkName(sc, "selector-change-refused"), err != nil && strings.Contains(err.Error(), "immutable"),
+		"server-side apply (dry run) of the Deployment with selector app.kubernetes.io/name=renamed: %v", err)
 }
 
 func sameSelector(pdb *policyv1.PodDisruptionBudget, d *appsv1.Deployment) bool {
@@ -481,6 +516,7 @@ func decodeRender(b []byte) ([]*unstructured.Unstructured, error) {
 // rolloutRecord is what the pod and PDB watches saw while recording.
 type rolloutRecord struct {
 	events, minReady, maxReady, maxPods int
+	maxWithTerminating                  int
 	pdbSeen, pdbBelow, pdbMinHealthy    int
 }
 
@@ -527,9 +563,12 @@ func (k *fakeKubelet) observeLocked() {
 	if !k.recording {
 		return
 	}
-	ready, all := 0, 0
+	ready, active, all := 0, 0, 0
 	for _, p := range k.pods {
 		all++
+		if p.DeletionTimestamp == nil {
+			active++ // what maxSurge bounds: terminating pods are not counted
+		}
 		if k.selector.Matches(labels.Set(p.Labels)) && podReady(p) {
 			ready++
 		}
@@ -538,7 +577,8 @@ func (k *fakeKubelet) observeLocked() {
 	r.events++
 	r.minReady = min(r.minReady, ready)
 	r.maxReady = max(r.maxReady, ready)
-	r.maxPods = max(r.maxPods, all)
+	r.maxPods = max(r.maxPods, active)
+	r.maxWithTerminating = max(r.maxWithTerminating, all)
 }
 
 func podReady(p *corev1.Pod) bool {
