@@ -75,6 +75,67 @@ refused "refuses an empty networkPolicy.webhookFromCIDRs" "webhookFromCIDRs" \
 refused "refuses an unknown onMissing" "onMissing" \
   "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set onMissing=maybe
 
+# ---- values.schema.json: helm refuses a typo or a wrong type ----------------
+# (helm install and upgrade validate the same way against a cluster: the
+# e2e scenario deploy-helm-upgrade checks both refuse a typo)
+printf 'replicaCont: 3\n' >"$work/typo-top.yaml"
+printf 'sync:\n  leaseDuraton: 30s\n' >"$work/typo-nested.yaml"
+refused "schema refuses a misspelt top-level key (-f: replicaCont)" "at '': additional properties 'replicaCont' not allowed" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" -f "$work/typo-top.yaml"
+refused "schema refuses a misspelt nested key (-f: sync.leaseDuraton)" "at '/sync': additional properties 'leaseDuraton' not allowed" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" -f "$work/typo-nested.yaml"
+refused "schema refuses a misspelt nested key (--set image.tagg)" "at '/image': additional properties 'tagg' not allowed" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set image.tagg=0.1.0
+refused "schema refuses a wrong type (--set-string replicaCount=3)" "at '/replicaCount': got string, want integer" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set-string replicaCount=3
+refused "schema refuses a wrong type (--set podLabels.team=7: labels are strings)" "at '/podLabels/team': got number, want string" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set podLabels.team=7
+refused "schema refuses a duration the binary cannot parse (--set shutdownDelay=1h)" "at '/shutdownDelay': '1h' does not match pattern" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set shutdownDelay=1h
+refused "schema refuses an unknown webhook.failurePolicy" "at '/webhook/failurePolicy': value must be one of" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set webhook.failurePolicy=Maybe
+refused "schema refuses a misspelt monitoring key (--set monitoring.serviceMonitor.enable=true)" "at '/monitoring/serviceMonitor': additional properties 'enable' not allowed" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set monitoring.serviceMonitor.enable=true
+checker_step values-table -schema "$CHART/values.schema.json" -values "$CHART/values.yaml" -readme "$CHART/README.md"
+
+# ---- Chart.yaml: kubeVersion = the tested minors; versions = the binary's ----
+# The Kubernetes versions the README says the e2e suite ran on: each must be
+# accepted, and the minor below the lowest and above the highest refused.
+tested="$(grep '^| Kubernetes (kube-apiserver' README.md | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | sort -V | uniq)"
+if [ -z "$tested" ]; then bad "README 'Versions tested' names no Kubernetes version"; fi
+for v in $tested; do
+  step "kubeVersion accepts $v (README: e2e suite ran on it)" \
+    "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --kube-version "$v"
+done
+if [ -n "$tested" ]; then
+  lo="$(head -1 <<<"$tested" | cut -d. -f2)" hi="$(tail -1 <<<"$tested" | cut -d. -f2)"
+  for v in "1.$((lo - 1)).99" "1.$((hi + 1)).0"; do
+    refused "kubeVersion refuses $v (outside the tested minors)" "incompatible with Kubernetes" \
+      "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --kube-version "$v"
+  done
+fi
+if version_out="$(cargo run --quiet --locked --bin serverconfig-webhook -- --version 2>"$work/cargo.log")"; then
+  checker_step chart -chart "$CHART/Chart.yaml" -cargo Cargo.toml -version-output "$version_out"
+else
+  bad "cargo run --bin serverconfig-webhook -- --version"; sed 's/^/    /' "$work/cargo.log"
+fi
+
+# ---- the previous release's chart (fixture of the e2e deploy-helm-upgrade) ----
+prev_commit="$(awk '/^commit /{print $2}' tests/deploy/previous-chart/SOURCE)"
+if git cat-file -e "$prev_commit^{commit}" 2>/dev/null; then
+  mkdir -p "$work/previous"
+  git archive "$prev_commit" "$CHART" | tar -x -C "$work/previous" --strip-components=2
+  if diff -r "$work/previous/serverconfig-webhook" tests/deploy/previous-chart/serverconfig-webhook >"$work/prev.diff"; then
+    ok "tests/deploy/previous-chart is the chart at $prev_commit"
+  else
+    bad "tests/deploy/previous-chart differs from the chart at $prev_commit: run tests/deploy/gen-previous-chart.sh"; sed 's/^/    /' "$work/prev.diff"
+  fi
+else
+  echo "note: commit $prev_commit is not in this clone's history; tests/deploy/previous-chart not compared with it"
+fi
+step "helm lint tests/deploy/previous-chart (the chart deploy-helm-upgrade installs first)" \
+  "$helm" lint tests/deploy/previous-chart/serverconfig-webhook
+
 # ---- kustomize base: generated, not hand-kept --------------------------------
 if render_kustomize "$helm" "$checker" "$work/kustomize" >"$work/gen.log" 2>&1; then
   if diff -ru deploy/kustomize "$work/kustomize" >"$work/drift.diff"; then
@@ -97,8 +158,7 @@ step "kustomize build deploy/kustomize" sh -c '"$0" build deploy/kustomize >"$1"
 
 # ---- rendered objects, RBAC, docs -------------------------------------------
 checker_step objects -default "$work/generated.yaml" -scoped "$work/scoped.yaml" \
-  -kustomize "$work/kustomize.yaml" -values "$CHART/values.yaml" \
-  -chart-readme "$CHART/README.md" -matrix tests/deploy/README.md
+  -kustomize "$work/kustomize.yaml" -matrix tests/deploy/README.md
 
 # ---- Dockerfile (Docker cannot build here: paths, stages, Cargo.lock) --------
 checker_step dockerfile -repo .

@@ -1,8 +1,12 @@
 // Command checker is the Go half of tests/deploy/check.sh:
 //
 //	checker split -in RENDERED -out DIR -cmd CMD   write the kustomize base (one file per kind)
-//	checker objects -default F -scoped F -kustomize F -values F -chart-readme F -matrix F
+//	checker objects -default F -scoped F -kustomize F -matrix F
 //	checker dockerfile -repo DIR                    Dockerfile + .dockerignore vs the repo
+//	checker values-table -schema F -values F -readme F [-write]
+//	                                                the chart README's values table vs values.schema.json
+//	checker chart -chart F -cargo F -version-output S
+//	                                                Chart.yaml versions and Artifact Hub annotations
 //
 // Every check prints one line, `PASS <name>` or `FAIL <name>: <why>`; the exit
 // status is 1 when any check failed, 2 on usage or I/O errors.
@@ -43,7 +47,7 @@ func die(format string, a ...any) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: checker split|objects|dockerfile [flags]")
+		die("usage: checker split|objects|dockerfile|values-table|chart [flags]")
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	switch os.Args[1] {
@@ -59,15 +63,26 @@ func main() {
 		def := fs.String("default", "", "helm template, default values")
 		scoped := fs.String("scoped", "", "helm template, tests/deploy/values-scoped.yaml")
 		kust := fs.String("kustomize", "", "kustomize build deploy/kustomize")
-		values := fs.String("values", "", "chart values.yaml")
-		readme := fs.String("chart-readme", "", "chart README.md")
 		matrix := fs.String("matrix", "", "tests/deploy/README.md (can-i matrix)")
 		_ = fs.Parse(os.Args[2:])
-		objects(*def, *scoped, *kust, *values, *readme, *matrix)
+		objects(*def, *scoped, *kust, *matrix)
 	case "dockerfile":
 		repo := fs.String("repo", ".", "repository root")
 		_ = fs.Parse(os.Args[2:])
 		dockerfile(*repo)
+	case "values-table":
+		schema := fs.String("schema", "", "chart values.schema.json")
+		values := fs.String("values", "", "chart values.yaml")
+		readme := fs.String("readme", "", "chart README.md")
+		write := fs.Bool("write", false, "rewrite the README's table instead of checking it")
+		_ = fs.Parse(os.Args[2:])
+		valuesTable(*schema, *values, *readme, *write)
+	case "chart":
+		chart := fs.String("chart", "", "Chart.yaml")
+		cargo := fs.String("cargo", "", "Cargo.toml")
+		version := fs.String("version-output", "", "what `serverconfig-webhook --version` printed")
+		_ = fs.Parse(os.Args[2:])
+		chartMeta(*chart, *cargo, *version)
 	default:
 		die("unknown command %q", os.Args[1])
 	}

@@ -19,7 +19,7 @@ const (
 	saUser    = "system:serviceaccount:" + releaseNS + ":" + fullname
 )
 
-func objects(defPath, scopedPath, kustPath, valuesPath, readmePath, matrixPath string) {
+func objects(defPath, scopedPath, kustPath, matrixPath string) {
 	def := mustLoad(defPath)
 	scoped := mustLoad(scopedPath)
 
@@ -42,9 +42,6 @@ func objects(defPath, scopedPath, kustPath, valuesPath, readmePath, matrixPath s
 	checkMatchConditionCEL(def)
 	if matrixPath != "" {
 		checkMatrix(matrixPath, map[string][]Obj{"default": def, "scoped": scoped})
-	}
-	if valuesPath != "" && readmePath != "" {
-		checkValuesDocumented(valuesPath, readmePath)
 	}
 }
 
@@ -563,39 +560,4 @@ func checkMatrix(path string, installs map[string][]Obj) {
 		}
 		check(fmt.Sprintf("%s: tests/deploy/README.md can-i matrix (%d rows) matches the rendered RBAC", mode, rows[mode]), p[mode])
 	}
-}
-
-// checkValuesDocumented: every leaf of values.yaml is named in the chart README.
-func checkValuesDocumented(valuesPath, readmePath string) {
-	vb, err := os.ReadFile(valuesPath)
-	if err != nil {
-		die("%v", err)
-	}
-	rb, err := os.ReadFile(readmePath)
-	if err != nil {
-		die("%v", err)
-	}
-	var v map[string]any
-	if err := yaml.Unmarshal(vb, &v); err != nil {
-		die("%s: %v", valuesPath, err)
-	}
-	var p []string
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		for _, k := range sortedKeys(m) {
-			key := prefix + k
-			if sub, ok := m[k].(map[string]any); ok && len(sub) > 0 && !strings.Contains(k, "Selector") && k != "resources" && k != "nodeSelector" {
-				walk(key+".", sub)
-				continue
-			}
-			if !strings.Contains(string(rb), "| `"+key+"` |") {
-				p = append(p, key)
-			}
-		}
-	}
-	walk("", v)
-	if len(p) > 0 {
-		p = []string{"not in the README values table: " + strings.Join(p, ", ")}
-	}
-	check("chart README documents every value", p)
 }

@@ -23,6 +23,7 @@ var deployScenarios = []Scenario{
 	{"deploy-cert-manager", scenarioDeployCertManager},
 	{"deploy-cert-renewal", scenarioDeployRenewal},
 	{"deploy-ca-rotation", scenarioDeployCARotation},
+	{"deploy-helm-upgrade", scenarioDeployHelmUpgrade},
 }
 
 // scenarioDeployRender: what `helm template` (default values) and the
