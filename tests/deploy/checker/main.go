@@ -3,6 +3,8 @@
 //	checker split -in RENDERED -out DIR -cmd CMD   write the kustomize base (one file per kind)
 //	checker objects -default F -scoped F -kustomize F -values F -chart-readme F -matrix F
 //	checker dockerfile -repo DIR                    Dockerfile + .dockerignore vs the repo
+//	checker monitoring -render F -webhook BIN -promtool BIN -tests F -runbook F -dashboard F -work DIR
+//	                                                the alert rules and dashboard against promtool and a scrape of serve
 //
 // Every check prints one line, `PASS <name>` or `FAIL <name>: <why>`; the exit
 // status is 1 when any check failed, 2 on usage or I/O errors.
@@ -43,7 +45,7 @@ func die(format string, a ...any) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: checker split|objects|dockerfile [flags]")
+		die("usage: checker split|objects|dockerfile|monitoring [flags]")
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	switch os.Args[1] {
@@ -62,8 +64,23 @@ func main() {
 		values := fs.String("values", "", "chart values.yaml")
 		readme := fs.String("chart-readme", "", "chart README.md")
 		matrix := fs.String("matrix", "", "tests/deploy/README.md (can-i matrix)")
+		mon := fs.String("monitoring", "", "helm template with the monitoring objects on")
 		_ = fs.Parse(os.Args[2:])
 		objects(*def, *scoped, *kust, *values, *readme, *matrix)
+		if *mon != "" {
+			checkMonitoringObjects(mustLoad(*def), mustLoad(*mon))
+		}
+	case "monitoring":
+		var a monitoringArgs
+		fs.StringVar(&a.render, "render", "", "helm template with the monitoring objects on (default release)")
+		fs.StringVar(&a.webhook, "webhook", "", "the serverconfig-webhook binary")
+		fs.StringVar(&a.promtool, "promtool", "", "the promtool binary")
+		fs.StringVar(&a.tests, "tests", "", "promtool rule tests")
+		fs.StringVar(&a.runbook, "runbook", "", "docs/runbook.md")
+		fs.StringVar(&a.dashboard, "dashboard", "", "the chart's dashboard JSON")
+		fs.StringVar(&a.work, "work", "", "scratch folder")
+		_ = fs.Parse(os.Args[2:])
+		monitoring(a)
 	case "dockerfile":
 		repo := fs.String("repo", ".", "repository root")
 		_ = fs.Parse(os.Args[2:])
