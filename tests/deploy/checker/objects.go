@@ -584,7 +584,7 @@ func checkValuesDocumented(valuesPath, readmePath string) {
 	walk = func(prefix string, m map[string]any) {
 		for _, k := range sortedKeys(m) {
 			key := prefix + k
-			if sub, ok := m[k].(map[string]any); ok && len(sub) > 0 && !strings.Contains(k, "Selector") && k != "resources" && k != "nodeSelector" {
+			if sub, ok := m[k].(map[string]any); ok && len(sub) > 0 && !strings.Contains(k, "Selector") && k != "resources" && k != "nodeSelector" && k != "labels" {
 				walk(key+".", sub)
 				continue
 			}
