@@ -1,5 +1,7 @@
 //! Prometheus metrics (prometheus-client): admissions by outcome, latency,
-//! cache sizes and cache misses, certificate reloads.
+//! cache sizes and cache misses, certificate reloads and expiry, the sync
+//! loop's actions. The alert rules and dashboard of the chart read these
+//! names (checked against a scrape by `cargo xtask monitoring`).
 
 use std::sync::atomic::AtomicU64;
 
@@ -20,6 +22,9 @@ macro_rules! label_values {
         pub enum $name { $( $(#[$vm])* $variant, )* }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[ $( $name::$variant, )* ];
+
             /// The label value.
             pub fn as_str(self) -> &'static str {
                 match self { $( $name::$variant => $text, )* }
@@ -41,6 +46,9 @@ pub struct AdmissionLabels {
     /// `patched`, `unchanged`, `denied`, `out_of_scope` or `invalid`.
     pub outcome: String,
 }
+
+/// The kinds the watch caches hold (the `kind` label).
+pub const CACHED_KINDS: [&str; 2] = ["Server", "ServerConfig"];
 
 /// Labels naming a cached kind (`Server`, `ServerConfig`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,12 +180,16 @@ pub struct Metrics {
     pub inflight_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Certificate reloads by result.
     pub tls_reloads: Family<ResultLabels, Counter<u64, AtomicU64>>,
+    /// `notAfter` of the serving certificate in use (the leaf), Unix seconds.
+    pub tls_certificate_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// What the sync loop did, by action.
     pub sync_actions: Family<ActionLabels, Counter>,
     /// Placeholders currently kept in the controller namespace.
     pub placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Labelled ServerConfigs of the controller namespace somebody else changed.
     pub adopted_placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// ServerConfig names left without a placeholder by the per-namespace cap.
+    pub capped_placeholders: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// 1 while this replica holds the sync lease.
     pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
@@ -198,9 +210,11 @@ impl Metrics {
             "Admission reviews answered, by outcome",
             admissions.clone(),
         );
-        // 100 µs .. ~3.3 s: the interesting range sits around a millisecond.
+        // 100 µs .. ~52 s: the interesting range sits around a millisecond,
+        // and the top buckets reach past the API server's 30 s cap on
+        // `timeoutSeconds`, so a p99 near the timeout can be told apart.
         let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-            0.0001, 2.0, 16,
+            0.0001, 2.0, 20,
         ));
         registry.register(
             "admission_duration_seconds",
@@ -249,6 +263,12 @@ impl Metrics {
             "Serving certificate reloads, by result",
             tls_reloads.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use (the leaf of the chain last loaded), in Unix seconds",
+            tls_certificate_expiry.clone(),
+        );
         let sync_actions = Family::default();
         registry.register(
             "sync_actions",
@@ -267,17 +287,24 @@ impl Metrics {
             "Labelled ServerConfigs of the controller namespace changed by someone else (never touched)",
             adopted_placeholders.clone(),
         );
+        let capped_placeholders = Gauge::default();
+        registry.register(
+            "capped_placeholders",
+            "ServerConfig names of application namespaces left without a placeholder by --max-placeholders-per-namespace (leader only)",
+            capped_placeholders.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "sync_leader",
             "1 while this replica holds the sync lease",
             leader.clone(),
         );
-        Metrics {
+        let metrics = Metrics {
             registry,
             sync_actions,
             placeholders,
             adopted_placeholders,
+            capped_placeholders,
             leader,
             direct_gets,
             refusals,
@@ -288,6 +315,53 @@ impl Metrics {
             cache_objects,
             cache_misses,
             tls_reloads,
+            tls_certificate_expiry,
+        };
+        metrics.zero_series();
+        metrics
+    }
+
+    /// Creates every labelled counter series the binary can count, at 0: a
+    /// series that first appears at 1 hides that increment from `rate()` and
+    /// `increase()` (and so from the alert rules), and the families are then
+    /// declared in every scrape.
+    fn zero_series(&self) {
+        for outcome in ["patched", "unchanged", "denied", "out_of_scope", "invalid"] {
+            let _ = self.admissions.get_or_create(&AdmissionLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for &action in SyncAction::ALL {
+            let _ = self.sync_actions.get_or_create(&ActionLabels { action });
+        }
+        for &reason in Refusal::ALL {
+            let _ = self.refusals.get_or_create(&RefusalLabels {
+                listener: Listener::Webhook,
+                reason,
+            });
+            // the metrics port has no body limits
+            if !matches!(reason, Refusal::InflightBytes | Refusal::TooLarge) {
+                let _ = self.refusals.get_or_create(&RefusalLabels {
+                    listener: Listener::Metrics,
+                    reason,
+                });
+            }
+        }
+        for result in ["ok", "error"] {
+            let _ = self.tls_reloads.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        for kind in CACHED_KINDS {
+            let _ = self
+                .cache_misses
+                .get_or_create(&KindLabels { kind: kind.into() });
+            for &result in GetResult::ALL {
+                let _ = self.direct_gets.get_or_create(&GetLabels {
+                    kind: kind.into(),
+                    result,
+                });
+            }
         }
     }
 

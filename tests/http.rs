@@ -346,7 +346,10 @@ async fn certificate_rotation_through_data_swap_while_requests_flow() {
         served_leaf(srv.addr, &[&srv.ca]).await.expect("handshake"),
         first
     );
-    let next = pair();
+    // the first pair lives 1 day, the next 30: the gauge says which is served
+    assert_expiry_in_days(&srv, 1).await;
+    let next = serverconfig_webhook::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
+        .expect("certs");
     let both = [srv.ca.clone(), next.ca_cert.clone()];
     let failures = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -385,6 +388,7 @@ async fn certificate_rotation_through_data_swap_while_requests_flow() {
             .expect("still served"),
         first
     );
+    assert_expiry_in_days(&srv, 1).await;
     // Then the real rotation.
     let swapped = std::time::Instant::now();
     srv.secret.swap(&next.cert, &next.key);
@@ -401,6 +405,7 @@ async fn certificate_rotation_through_data_swap_while_requests_flow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen, "new certificate not served within 5 s");
+    assert_expiry_in_days(&srv, 30).await;
     assert!(
         swapped.elapsed() <= Duration::from_secs(2),
         "took {:?}",
@@ -418,6 +423,29 @@ async fn certificate_rotation_through_data_swap_while_requests_flow() {
         "failed requests during rotation"
     );
     let _ = srv.stop.take().map(|s| s.send(()));
+}
+
+/// The expiry gauge names a certificate that ends `days` from now (the
+/// generator backdates by a minute; a minute either way is allowed).
+async fn assert_expiry_in_days(srv: &Running, days: i64) {
+    let text = scrape(srv).await;
+    let name = "serverconfig_webhook_tls_certificate_expiry_timestamp_seconds ";
+    let value: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name}in {text}"))
+        .trim()
+        .parse()
+        .expect("integer gauge");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let want = now + days * 86_400 - 60;
+    assert!(
+        (value - want).abs() <= 60,
+        "expiry {value}, want about {want} ({days} days from now)"
+    );
 }
 
 impl Running {
@@ -1072,11 +1100,16 @@ async fn idle_connections_are_closed_on_both_ports() {
         assert!(closed, "{name} was still open after 10 s");
     }
     let metrics = scrape(&srv).await;
-    assert!(
-        metrics
-            .contains("serverconfig_webhook_refusals_total{listener=\"webhook\",reason=\"idle\"}"),
-        "{metrics}"
-    );
+    // the series exists from the start at 0: the closes must have counted
+    let idle = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "serverconfig_webhook_refusals_total{listener=\"webhook\",reason=\"idle\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(idle.is_some_and(|n| n >= 1), "{metrics}");
     assert_healthy(&srv).await;
 }
 

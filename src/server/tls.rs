@@ -1,8 +1,10 @@
 //! Serving certificate from files, reloaded when they change (including
 //! the kubelet's `..data` symlink swap): a broken new pair keeps the last
-//! good one. TLS 1.2 and 1.3 only, rustls' modern AEAD suites only.
+//! good one. TLS 1.2 and 1.3 only, rustls' modern AEAD suites only. The
+//! leaf's `notAfter` is kept with the pair in use, for the expiry gauge.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ use crate::metrics::{Metrics, ResultLabels};
 #[derive(Debug, Default)]
 pub struct CertStore {
     current: ArcSwapOption<CertifiedKey>,
+    /// `notAfter` of the current leaf, Unix seconds (0 before the first load).
+    not_after: AtomicI64,
 }
 
 impl ResolvesServerCert for CertStore {
@@ -33,6 +37,31 @@ impl CertStore {
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
     }
+
+    /// `notAfter` of the leaf of the pair in use, in Unix seconds (0 before
+    /// the first load): what the expiry gauge exports.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// Serves `ck` from the next handshake on, and records its leaf's expiry.
+    fn install(&self, ck: CertifiedKey) {
+        // load_pair refused a leaf that does not parse, so 0 is never kept
+        // for a served certificate
+        self.not_after
+            .store(leaf_not_after(&ck).unwrap_or(0), Ordering::Relaxed);
+        self.current.store(Some(Arc::new(ck)));
+    }
+}
+
+/// The `notAfter` of the chain's leaf, in Unix seconds, read from its DER.
+pub fn leaf_not_after(ck: &CertifiedKey) -> anyhow::Result<i64> {
+    let leaf = ck
+        .end_entity_cert()
+        .map_err(|e| anyhow!("no leaf certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| anyhow!("the leaf certificate is not valid X.509: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// Reads a PEM certificate chain (leaf first) and its private key.
@@ -69,6 +98,7 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Certified
             key_path.display()
         )
     })?;
+    leaf_not_after(&ck).with_context(|| format!("reading {}", cert_path.display()))?;
     Ok((ck, fingerprint))
 }
 
@@ -115,13 +145,14 @@ pub fn server_config(
 /// Loads the pair once (an error here is fatal: nothing to serve yet).
 pub fn initial_load(store: &CertStore, files: &CertFiles) -> anyhow::Result<[u8; 32]> {
     let (ck, fp) = load_pair(&files.cert, &files.key)?;
-    store.current.store(Some(Arc::new(ck)));
+    store.install(ck);
     Ok(fp)
 }
 
 /// Polls the files and swaps in a new pair when their content changes.
 /// Polling (not inotify) sees the kubelet's atomic `..data` symlink swap
 /// reliably; a pair that fails to load is logged and the old one kept.
+/// The expiry gauge follows the pair in use.
 pub async fn reload_loop(
     store: Arc<CertStore>,
     files: CertFiles,
@@ -131,6 +162,7 @@ pub async fn reload_loop(
     let mut tick = tokio::time::interval(files.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
+    metrics.tls_certificate_expiry.set(store.not_after());
     loop {
         tick.tick().await;
         let files2 = files.clone();
@@ -140,7 +172,8 @@ pub async fn reload_loop(
             Ok(Ok((ck, fp))) => {
                 last_error = None;
                 if fp != last {
-                    store.current.store(Some(Arc::new(ck)));
+                    store.install(ck);
+                    metrics.tls_certificate_expiry.set(store.not_after());
                     last = fp;
                     metrics
                         .tls_reloads

@@ -350,6 +350,9 @@ pub async fn run(
             let _ = t.await;
         }
         ctx.metrics.leader.set(0);
+        // what the cap leaves out is the leader's to say; a replica that
+        // stepped down must not keep an alert firing
+        ctx.metrics.capped_placeholders.set(0);
         tracing::info!("sync loop stopped (lease lost or shutdown)");
     }
     let _ = election.await;
@@ -465,6 +468,10 @@ async fn sync_placeholders(ctx: &Ctx) -> Result<Pass, SyncError> {
     ctx.metrics
         .adopted_placeholders
         .set(i64::try_from(plan.adopted.len()).unwrap_or(i64::MAX));
+    let capped: usize = plan.capped.values().map(Vec::len).sum();
+    ctx.metrics
+        .capped_placeholders
+        .set(i64::try_from(capped).unwrap_or(i64::MAX));
     Ok(if reported == Pass::Deferred {
         reported
     } else {

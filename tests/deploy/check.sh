@@ -3,7 +3,8 @@
 #   helm lint + helm template (default values; tests/deploy/values-scoped.yaml),
 #   values that must be refused, kustomize build deploy/kustomize, the drift
 #   check (deploy/kustomize == regenerated from the chart), the rendered
-#   objects and RBAC (tests/deploy/checker), the Dockerfile.
+#   objects and RBAC (tests/deploy/checker), the monitoring objects' shape,
+#   the Dockerfile. (promtool and a scrape: tests/deploy/monitoring.sh.)
 # helm and kustomize are built from their pinned Go modules on first use.
 # Prints PASS/FAIL lines and `deploy: N passed, M failed`; exit 1 on any FAIL.
 set -euo pipefail
@@ -64,6 +65,15 @@ step "helm template --set namespace.create=true (the kustomize base's input)" \
   sh -c '"$0" template "$1" "$2" --namespace "$3" --set namespace.create=true >"$4"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" "$work/generated.yaml"
 step "helm template -f $scoped (watchNamespaces, certManager.enabled=false)" \
   sh -c '"$0" template "$1" "$2" --namespace "$3" -f "$4" >"$5"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" "$scoped" "$work/scoped.yaml"
+# The monitoring objects on (off by default), with values the checker can see
+# in them: a timeout of 7 s, extra labels, the dashboard in another namespace.
+step "helm template with monitoring.{serviceMonitor,prometheusRule,dashboard}.enabled" \
+  sh -c '"$0" template "$1" "$2" --namespace "$3" $4 >"$5"' "$helm" "$RELEASE" "$CHART" "$RELEASE_NS" \
+  "$MONITORING_SET --set webhook.timeoutSeconds=7 --set monitoring.serviceMonitor.labels.release=prom --set monitoring.prometheusRule.labels.release=prom --set monitoring.dashboard.namespace=grafana" \
+  "$work/monitoring.yaml"
+step "helm lint --strict with the monitoring objects on" sh -c '"$0" lint --strict "$1" $2' "$helm" "$CHART" "$MONITORING_SET"
+refused "refuses a certManager.serving.renewBefore the alert cannot turn into seconds" "renewBefore must be a duration" \
+  "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set monitoring.prometheusRule.enabled=true --set certManager.serving.renewBefore=30d
 refused "refuses watchNamespaces containing the controller namespace" "never served" \
   "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set 'watchNamespaces={team-a,seldon-system}'
 refused "refuses certManager.enabled=false without tls.existingSecret" "tls.existingSecret" \
@@ -158,7 +168,7 @@ step "kustomize build deploy/kustomize" sh -c '"$0" build deploy/kustomize >"$1"
 
 # ---- rendered objects, RBAC, docs -------------------------------------------
 checker_step objects -default "$work/generated.yaml" -scoped "$work/scoped.yaml" \
-  -kustomize "$work/kustomize.yaml" -matrix tests/deploy/README.md
+  -kustomize "$work/kustomize.yaml" -matrix tests/deploy/README.md -monitoring "$work/monitoring.yaml"
 
 # ---- Dockerfile (Docker cannot build here: paths, stages, Cargo.lock) --------
 checker_step dockerfile -repo .

@@ -12,6 +12,8 @@ RELEASE="serverconfig-webhook"
 RELEASE_NS="serverconfig-webhook-system"
 # The kustomize base is `helm template` of the default values plus the
 # Namespace object (Helm users create it with --create-namespace instead).
+# The --set flags that turn every monitoring object of the chart on.
+MONITORING_SET="--set monitoring.serviceMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set monitoring.dashboard.enabled=true"
 GEN_CMD="helm template $RELEASE $CHART --namespace $RELEASE_NS --set namespace.create=true"
 
 # module_version DIR MODULE: the version DIR/go.mod requires.

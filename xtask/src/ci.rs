@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench::{self, BenchArgs, Only};
 use crate::e2e::{self, E2eArgs, DEFAULT_K8S};
-use crate::process::{cargo, run, runs};
+use crate::process::{cargo, run, runs, target_dir, workspace_root};
 
 /// The flags of `cargo xtask test`: `--no-e2e`, and those of `e2e`, which
 /// the e2e step takes.
@@ -22,7 +22,7 @@ pub struct TestArgs {
 }
 
 /// The steps, in order: fmt, clippy, cargo deny, the Rust tests, the deploy
-/// checks, the Dockerfile's static binary, then (unless `--no-e2e`) the e2e
+/// checks, the monitoring checks, the Dockerfile's static binary, then (unless `--no-e2e`) the e2e
 /// suite and a seconds-long smoke run of the HTTPS load benchmark.
 pub fn test(o: &TestArgs) -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
@@ -37,6 +37,7 @@ pub fn test(o: &TestArgs) -> Result<()> {
     crate::deny::check()?;
     cargo(&["test", "--workspace"])?;
     run("bash", &["tests/deploy/check.sh"])?;
+    monitoring()?;
     static_binary()?;
     if o.no_e2e {
         eprintln!("xtask test: e2e skipped on request (--no-e2e)");
@@ -44,6 +45,24 @@ pub fn test(o: &TestArgs) -> Result<()> {
     }
     e2e::run(&o.e2e)?;
     load_smoke()
+}
+
+/// `cargo xtask monitoring`: the chart's alert rules and dashboard against
+/// promtool (built from its pinned module, cached by version) and a scrape
+/// of the debug binary's `/metrics` (tests/deploy/monitoring.sh).
+pub fn monitoring() -> Result<()> {
+    let root = workspace_root()?;
+    let promtool = crate::peers::Promtool::build(&root)?;
+    cargo(&["build", "--bin", "serverconfig-webhook"])?;
+    let webhook = target_dir(&root).join("debug/serverconfig-webhook");
+    run(
+        "bash",
+        &[
+            "tests/deploy/monitoring.sh",
+            &promtool.bin.to_string_lossy(),
+            &webhook.to_string_lossy(),
+        ],
+    )
 }
 
 /// A few seconds of the HTTPS load benchmark (`cargo xtask bench --only load

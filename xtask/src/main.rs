@@ -34,7 +34,7 @@ enum Task {
     /// Everything CI checks (.ci/run calls it), in order of cost
     ///
     /// fmt check, clippy -D warnings, cargo deny, unit/HTTP/CLI tests, the
-    /// deploy checks, the Dockerfile's static binary, then the e2e suite (with
+    /// deploy checks, the monitoring checks, the Dockerfile's static binary, then the e2e suite (with
     /// the e2e flags given here) and a seconds-long smoke run of the HTTPS load
     /// benchmark (answers checked, no timing). The static binary needs
     /// musl-gcc (Debian/Ubuntu: apt-get install musl-tools).
@@ -79,6 +79,14 @@ enum Task {
     /// --webhook is given.
     #[command(name = "bench-e2e", args_override_self = true)]
     BenchE2e(bench::BenchE2eArgs),
+    /// The chart's alert rules and dashboard against promtool and a scrape
+    ///
+    /// Builds promtool from its pinned module (tests/e2e/peers/prometheus-v*,
+    /// cached by version) and the debug webhook, then runs
+    /// tests/deploy/monitoring.sh: promtool check rules, promtool test rules,
+    /// promtool check metrics on a scrape of `serve`, and every metric the
+    /// rules and the dashboard name checked against that scrape.
+    Monitoring,
     /// cargo deny alone, as `test` runs it
     ///
     /// Licences, bans and sources; advisories when the RustSec database can
@@ -97,6 +105,7 @@ impl Task {
             Task::Demo(_) => "demo",
             Task::Bench(_) => "bench",
             Task::BenchE2e(_) => "bench-e2e",
+            Task::Monitoring => "monitoring",
             Task::Deny => "deny",
         }
     }
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         Task::Demo(o) => e2e::demo(o),
         Task::Bench(o) => bench::run(o),
         Task::BenchE2e(o) => bench::bench_e2e(o),
+        Task::Monitoring => ci::monitoring(),
         Task::Deny => deny::check(),
     };
     match result {

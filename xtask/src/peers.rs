@@ -10,7 +10,9 @@
 //!   builds and caches them;
 //! - [`KyvernoPeer`]: for the Kyverno comparison of `cargo xtask bench-e2e`
 //!   only, Kyverno's admission controller (`kyverno-v<ver>/`) and the folder
-//!   of its CRDs in the Go module cache.
+//!   of its CRDs in the Go module cache;
+//! - [`Promtool`]: for `cargo xtask monitoring` (a step of `cargo xtask
+//!   test`), Prometheus' promtool (`prometheus-v<ver>/`).
 //!
 //! A binary already in the cache is never rebuilt; a build writes to a temp
 //! name and renames, so an interrupted one never leaves a binary that a later
@@ -526,4 +528,42 @@ fn module_dir(module: &Path, path: &str) -> Result<PathBuf> {
         bail!("cannot locate {path} in the Go module cache");
     }
     Ok(PathBuf::from(dir))
+}
+
+/// Prometheus' promtool (`cmd/promtool` of `github.com/prometheus/prometheus`,
+/// unmodified) from the pinned module under `tests/e2e/peers/prometheus-v<ver>/`
+/// into `<cache>/prometheus-v<ver>/promtool`, for the alert-rule and metric
+/// checks of `cargo xtask monitoring`.
+pub struct Promtool {
+    /// The cached binary.
+    pub bin: PathBuf,
+}
+
+impl Promtool {
+    /// Builds it unless cached.
+    pub fn build(repo: &Path) -> Result<Promtool> {
+        let peers = repo.join("tests/e2e/peers");
+        let version = pinned_versions(&peers, "prometheus-")?
+            .pop()
+            .ok_or_else(|| anyhow!("no tests/e2e/peers/prometheus-v* module"))?;
+        let module = peers.join(format!("prometheus-{version}"));
+        let bin = cache_dir(repo)
+            .join(format!("prometheus-{version}"))
+            .join("promtool");
+        if !bin.is_file() {
+            let ldflags = format!(
+                "-s -w -X github.com/prometheus/common/version.Version={} -X github.com/prometheus/common/version.Branch=module",
+                version.trim_start_matches('v')
+            );
+            build_each(&[Build {
+                name: "promtool",
+                version,
+                module,
+                pkg: "github.com/prometheus/prometheus/cmd/promtool",
+                out: bin.clone(),
+                ldflags,
+            }])?;
+        }
+        Ok(Promtool { bin })
+    }
 }

@@ -92,6 +92,7 @@ fn documented_invocations_parse() {
         "bench-e2e --no-kyverno --modes none,webhook",
         "bench-e2e --webhook target/release/serverconfig-webhook --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out target/bench-results/kyverno.jsonl",
         "deny",
+        "monitoring",
     ];
     for line in documented {
         if let Err(e) = parse(line) {
@@ -113,6 +114,7 @@ fn bad_invocations_fail() {
         "bench --namespaces x",
         "test --sync",
         "deny --k8s 1.35",
+        "monitoring --k8s 1.35",
     ] {
         assert!(parse(line).is_err(), "cargo xtask {line} parsed");
     }

@@ -7,6 +7,8 @@
 //	                                                the chart README's values table vs values.schema.json
 //	checker chart -chart F -cargo F -version-output S
 //	                                                Chart.yaml versions and Artifact Hub annotations
+//	checker monitoring -render F -webhook BIN -promtool BIN -tests F -runbook F -dashboard F -work DIR
+//	                                                the alert rules and dashboard against promtool and a scrape of serve
 //
 // Every check prints one line, `PASS <name>` or `FAIL <name>: <why>`; the exit
 // status is 1 when any check failed, 2 on usage or I/O errors.
@@ -47,7 +49,7 @@ func die(format string, a ...any) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: checker split|objects|dockerfile|values-table|chart [flags]")
+		die("usage: checker split|objects|dockerfile|values-table|chart|monitoring [flags]")
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	switch os.Args[1] {
@@ -64,8 +66,23 @@ func main() {
 		scoped := fs.String("scoped", "", "helm template, tests/deploy/values-scoped.yaml")
 		kust := fs.String("kustomize", "", "kustomize build deploy/kustomize")
 		matrix := fs.String("matrix", "", "tests/deploy/README.md (can-i matrix)")
+		mon := fs.String("monitoring", "", "helm template with the monitoring objects on")
 		_ = fs.Parse(os.Args[2:])
 		objects(*def, *scoped, *kust, *matrix)
+		if *mon != "" {
+			checkMonitoringObjects(mustLoad(*def), mustLoad(*mon))
+		}
+	case "monitoring":
+		var a monitoringArgs
+		fs.StringVar(&a.render, "render", "", "helm template with the monitoring objects on (default release)")
+		fs.StringVar(&a.webhook, "webhook", "", "the serverconfig-webhook binary")
+		fs.StringVar(&a.promtool, "promtool", "", "the promtool binary")
+		fs.StringVar(&a.tests, "tests", "", "promtool rule tests")
+		fs.StringVar(&a.runbook, "runbook", "", "docs/runbook.md")
+		fs.StringVar(&a.dashboard, "dashboard", "", "the chart's dashboard JSON")
+		fs.StringVar(&a.work, "work", "", "scratch folder")
+		_ = fs.Parse(os.Args[2:])
+		monitoring(a)
 	case "dockerfile":
 		repo := fs.String("repo", ".", "repository root")
 		_ = fs.Parse(os.Args[2:])

@@ -107,3 +107,33 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "scw.serviceAccountNam
   verbs: ["create", "patch"]
 {{- end }}
 {{- end -}}
+
+{{/*
+Seconds in a Go duration of hours, minutes and seconds (`720h`, `2160h0m0s`,
+`90m`), as cert-manager takes them; anything else fails the render.
+*/}}
+{{- define "scw.durationSeconds" -}}
+{{- $d := toString .value -}}
+{{- if or (not $d) (not (regexMatch "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$" $d)) -}}
+{{- fail (printf "%s must be a duration of hours, minutes and seconds (like 720h), not %q" .name $d) -}}
+{{- end -}}
+{{- $s := 0 -}}
+{{- with regexFind "[0-9]+h" $d }}{{ $s = add $s (mul (trimSuffix "h" . | atoi) 3600) }}{{ end -}}
+{{- with regexFind "[0-9]+m" $d }}{{ $s = add $s (mul (trimSuffix "m" . | atoi) 60) }}{{ end -}}
+{{- with regexFind "[0-9]+s" $d }}{{ $s = add $s (trimSuffix "s" . | atoi) }}{{ end -}}
+{{- $s -}}
+{{- end -}}
+
+{{/*
+The label matchers of this release's series as the ServiceMonitor scrapes
+them: prometheus-operator sets `job` to the Service name and `namespace` to
+its namespace.
+*/}}
+{{- define "scw.metricSelector" -}}
+job="{{ include "scw.fullname" . }}", namespace="{{ .Release.Namespace }}"
+{{- end -}}
+
+{{/* Where the alerts' runbook lives: runbookBaseURL, or docs/runbook.md of the chart's home. */}}
+{{- define "scw.runbookURL" -}}
+{{- default (printf "%s/blob/main/docs/runbook.md" (trimSuffix "/" .Chart.Home)) .Values.monitoring.prometheusRule.runbookBaseURL -}}
+{{- end -}}

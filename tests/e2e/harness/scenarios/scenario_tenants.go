@@ -363,6 +363,11 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 		"%d ServerConfigs in %s (plus %q): %d placeholders used by %s (cap %d; %d a few seconds later), %d PlaceholderCapReached Events %v %v",
 		len(spam), nsA, onlyB, n, nsA, capN, n2, nev, err, eerr)
 	_ = names
+	// the leader's gauge says how many names the cap left out (at least
+	// the 5 spam names past it), as the alert rule reads it
+	capped := metricValue(s.WH.Metrics(), "serverconfig_webhook_capped_placeholders", "")
+	s.r.Check(checkName(sc, "capped-gauge"), capped >= 5,
+		"serverconfig_webhook_capped_placeholders = %v with %d ServerConfigs in %s past the cap of %d", capped, len(spam), nsA, capN)
 
 	// clean up what the tenant made (its placeholders go with it)
 	for _, name := range append(spam, onlyB) {
@@ -380,5 +385,13 @@ func scenarioTenantRBAC(ctx context.Context, s *Suite) error {
 		return nil
 	})
 	s.r.Check(checkName(sc, "placeholders-released"), err == nil, "after the tenant deleted its ServerConfigs: %v", err)
+	// other namespaces may have names past the cap too: this tenant's go
+	err = util.Poll(30*time.Second, func() error {
+		if left := metricValue(s.WH.Metrics(), "serverconfig_webhook_capped_placeholders", ""); left < 0 || left > capped-5 {
+			return fmt.Errorf("serverconfig_webhook_capped_placeholders = %v (was %v)", left, capped)
+		}
+		return nil
+	})
+	s.r.Check(checkName(sc, "capped-gauge-falls"), err == nil, "after the tenant deleted its ServerConfigs: %v", err)
 	return nil
 }
