@@ -408,7 +408,7 @@ func scenarioKubectlPluginKrew(ctx context.Context, s *Suite) error {
 		return err
 	}
 	root := filepath.Join(dir, "root")
-	krewEnv := []string{"KREW_ROOT=" + root, "HOME=" + dir, "KREW_OS=linux", "KREW_ARCH=amd64"}
+	krewEnv := []string{"KREW_ROOT=" + root, "HOME=" + dir, "KREW_OS=linux", "KREW_ARCH=amd64", "KREW_NO_UPGRADE_CHECK=1"}
 	code, out, errOut := runCmd(ctx, krewEnv, s.Cfg.Krew, "install", "--manifest="+manifest, "--archive="+archive)
 	s.r.Check(sc+"/krew-install", code == 0, "krew install --manifest --archive (exit %d): %s %s", code, util.OneLine(out), util.OneLine(errOut))
 	link := filepath.Join(root, "bin", "kubectl-serverconfig")
