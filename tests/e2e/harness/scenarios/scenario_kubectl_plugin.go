@@ -468,7 +468,11 @@ func tarGz(path, src, name string) error {
 	if err != nil {
 		return err
 	}
-	gz := gzip.NewWriter(f)
+	// the debug binary is large: the fastest level keeps this to seconds
+	gz, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
 	tw := tar.NewWriter(gz)
 	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: st.Size(), ModTime: st.ModTime(), Typeflag: tar.TypeReg}); err != nil {
 		return err
