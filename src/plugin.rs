@@ -41,8 +41,10 @@ pub fn invoked_as_plugin(argv0: &OsStr) -> bool {
 #[derive(Debug, Parser)]
 #[command(name = PLUGIN_BINARY, bin_name = PLUGIN_COMMAND, version, about)]
 pub struct PluginCli {
+    /// kubectl's connection flags.
     #[command(flatten)]
     pub kube: KubeFlags,
+    /// doctor, render or migrate.
     #[command(subcommand)]
     pub command: PluginCommand,
 }
@@ -138,15 +140,20 @@ pub enum DoctorScope {
 /// One plugin command, its flags mapped onto the normal subcommand's.
 #[derive(Debug)]
 pub enum PluginJob {
+    /// doctor's arguments, and whether the context may still pick its namespace.
     Doctor(DoctorArgs, DoctorScope),
+    /// render's arguments (no cluster flag was given).
     Render(RenderArgs),
+    /// migrate's arguments, `-n` already moved into `--from`.
     Migrate(MigrateArgs),
 }
 
 /// A parsed plugin command line: what to run and against which cluster.
 #[derive(Debug)]
 pub struct Invocation {
+    /// The subcommand to run, with the normal binary's argument types.
     pub job: PluginJob,
+    /// Where its Kubernetes client comes from.
     pub target: KubeTarget,
 }
 
@@ -329,10 +336,15 @@ fn migrate_job(mut args: MigrateArgs, kube: &KubeFlags) -> Result<MigrateArgs, P
 /// its per-request timeout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeTarget {
+    /// `--kubeconfig`; else KUBECONFIG, then ~/.kube/config.
     pub kubeconfig: Option<PathBuf>,
+    /// `--context`; else the kubeconfig's current-context.
     pub context: Option<String>,
+    /// `--cluster`; else the context's.
     pub cluster: Option<String>,
+    /// `--user`; else the context's.
     pub user: Option<String>,
+    /// `--request-timeout` when not zero.
     pub request_timeout: Option<Duration>,
 }
 
