@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod log_limit;
 pub mod metrics;
 pub mod migrate;
+pub mod plugin;
 pub mod render;
 pub mod seldon_controller;
 pub mod server;

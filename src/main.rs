@@ -25,7 +25,11 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use serverconfig_webhook::plugin::{self, ClientSource, PluginJob};
 use serverconfig_webhook::{certs, doctor, migrate, render};
+
+/// How the normal binary names itself in messages.
+const PROG: &str = "serverconfig-webhook";
 
 /// Once the caches hold their first full lists, returns to the OS the
 /// memory that decoding them used: mimalloc purges freed memory only when
@@ -44,6 +48,10 @@ fn release_memory_after_sync(caches: Arc<Caches>, shutdown: &Shutdown) {
 }
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if plugin::invoked_as_plugin(&argv0) {
+        return run_plugin();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -58,9 +66,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Sync(args) => run_sync(args),
-        Command::Doctor(args) => run_doctor(&args),
-        Command::Render(args) => run_render(&args),
-        Command::Migrate(args) => run_migrate(&args),
+        Command::Doctor(args) => run_doctor(
+            args,
+            plugin::DoctorScope::AsGiven,
+            "serverconfig-webhook doctor",
+            None,
+        ),
+        Command::Render(args) => run_render(&args, PROG),
+        Command::Migrate(args) => run_migrate(&args, PROG, None),
         Command::Certs(args) => match certs::generate(&args.dns, args.days)
             .and_then(|g| certs::write_dir(&g, &args.out))
         {
@@ -79,7 +92,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_render(args: &RenderArgs) -> ExitCode {
+/// `kubectl serverconfig ...`: the plugin's command line, its kubectl
+/// flags mapped onto doctor, render or migrate (src/plugin.rs).
+fn run_plugin() -> ExitCode {
+    let prog = plugin::PLUGIN_COMMAND;
+    let invocation = match plugin::parse(std::env::args_os()) {
+        Ok(i) => i,
+        Err(plugin::PluginError::Clap(e)) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match invocation.job {
+        PluginJob::Render(args) => run_render(&args, prog),
+        PluginJob::Doctor(args, scope) => run_doctor(
+            args,
+            scope,
+            &format!("{prog} doctor"),
+            Some(&invocation.target),
+        ),
+        PluginJob::Migrate(args) => run_migrate(&args, prog, Some(&invocation.target)),
+    }
+}
+
+/// The client source of a plugin `target` (its kubeconfig read and
+/// checked; exit 2 with a sentence when it cannot give what the flags ask),
+/// or the normal binary's.
+fn client_source(
+    target: Option<&plugin::KubeTarget>,
+    prog: &str,
+) -> Result<ClientSource, ExitCode> {
+    match target {
+        None => Ok(ClientSource::Default),
+        Some(t) => t.resolve().map_err(|e| {
+            eprintln!("{prog}: {e}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn run_render(args: &RenderArgs, prog: &str) -> ExitCode {
     let result = (|| {
         let workload = render::read_document(&args.statefulset)?;
         let server = render::read_document(&args.server)?;
@@ -89,7 +145,7 @@ fn run_render(args: &RenderArgs) -> ExitCode {
     let rendered = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("serverconfig-webhook render: {e}");
+            eprintln!("{prog} render: {e}");
             return ExitCode::from(2);
         }
     };
@@ -108,7 +164,7 @@ fn run_render(args: &RenderArgs) -> ExitCode {
     let text = match text {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("serverconfig-webhook render: cannot encode output: {e}");
+            eprintln!("{prog} render: cannot encode output: {e}");
             return ExitCode::from(1);
         }
     };
@@ -119,7 +175,7 @@ fn run_render(args: &RenderArgs) -> ExitCode {
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr(),
-                "serverconfig-webhook render: cannot write the output: {e}"
+                "{prog} render: cannot write the output: {e}"
             );
             ExitCode::from(1)
         }
@@ -174,9 +230,7 @@ fn parse_metrics_addr(addr: &str) -> anyhow::Result<Option<std::net::SocketAddr>
 }
 
 async fn kube_client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot build a Kubernetes client (kubeconfig or in-cluster): {e}")
-    })
+    Ok(ClientSource::Default.client().await?)
 }
 
 fn sync_config(cluster: &ClusterArgs, args: &SyncArgs) -> SyncConfig {
@@ -358,7 +412,19 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
     }
 }
 
-fn run_doctor(args: &DoctorArgs) -> ExitCode {
+/// `doctor`; `prog` names it in messages (`serverconfig-webhook doctor`,
+/// `kubectl serverconfig doctor`), `target` is the plugin's cluster choice.
+fn run_doctor(
+    mut args: DoctorArgs,
+    scope: plugin::DoctorScope,
+    prog: &str,
+    target: Option<&plugin::KubeTarget>,
+) -> ExitCode {
+    let source = match client_source(target, prog) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    plugin::apply_doctor_scope(&mut args, scope, &source);
     let runtime = match runtime("doctor") {
         Ok(r) => r,
         Err(code) => return code,
@@ -372,7 +438,7 @@ fn run_doctor(args: &DoctorArgs) -> ExitCode {
         controller_deployment: args.controller_deployment.clone(),
     };
     let report = runtime.block_on(async {
-        let client = kube_client().await?;
+        let client = source.client().await?;
         doctor::run(client, &cfg).await
     });
     match report {
@@ -381,7 +447,7 @@ fn run_doctor(args: &DoctorArgs) -> ExitCode {
                 DoctorOutput::Table => print!("{}", r.table()),
                 DoctorOutput::Json => match serde_json::to_string_pretty(&r) {
                     Ok(t) => println!("{t}"),
-                    Err(e) => eprintln!("serverconfig-webhook doctor: {e}"),
+                    Err(e) => eprintln!("{prog}: {e}"),
                 },
             }
             if r.healthy() {
@@ -391,7 +457,7 @@ fn run_doctor(args: &DoctorArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("serverconfig-webhook doctor: cannot read the cluster: {e:#}");
+            eprintln!("{prog}: cannot read the cluster: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -459,9 +525,9 @@ fn move_job(args: &MigrateArgs) -> Result<MigrateJob, migrate::MigrateError> {
     Ok(MigrateJob::Move(cfg))
 }
 
-fn run_migrate(args: &MigrateArgs) -> ExitCode {
+fn run_migrate(args: &MigrateArgs, prog: &str, target: Option<&plugin::KubeTarget>) -> ExitCode {
     let fail = |e: migrate::MigrateError| {
-        eprintln!("serverconfig-webhook migrate: {e}");
+        eprintln!("{prog} migrate: {e}");
         ExitCode::from(e.exit_code())
     };
     let job = match &args.rollback {
@@ -472,12 +538,19 @@ fn run_migrate(args: &MigrateArgs) -> ExitCode {
         Ok(job) => job,
         Err(e) => return fail(e),
     };
+    let source = match client_source(target, &format!("{prog} migrate")) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let runtime = match runtime("migrate") {
         Ok(r) => r,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let client = kube_client().await.map_err(migrate::MigrateError::Client)?;
+        let client = source
+            .client()
+            .await
+            .map_err(|e| migrate::MigrateError::Client(e.into()))?;
         match &job {
             MigrateJob::Move(cfg) => migrate::cluster::run_move(client, cfg).await,
             MigrateJob::Rollback(cfg, file) => {

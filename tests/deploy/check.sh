@@ -4,8 +4,10 @@
 #   values that must be refused, kustomize build deploy/kustomize, the drift
 #   check (deploy/kustomize == regenerated from the chart), the rendered
 #   objects and RBAC (tests/deploy/checker), the monitoring objects' shape,
-#   the Dockerfile. (promtool and a scrape: tests/deploy/monitoring.sh.)
-# helm and kustomize are built from their pinned Go modules on first use.
+#   the Dockerfile, the krew manifest (krew's validate-krew-manifest, and
+#   deploy/krew/fill-manifest.sh). (promtool and a scrape: tests/deploy/monitoring.sh.)
+# helm, kustomize and krew's validator are built from their pinned Go modules
+# on first use.
 # Prints PASS/FAIL lines and `deploy: N passed, M failed`; exit 1 on any FAIL.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -172,5 +174,47 @@ checker_step objects -default "$work/generated.yaml" -scoped "$work/scoped.yaml"
 
 # ---- Dockerfile (Docker cannot build here: paths, stages, Cargo.lock) --------
 checker_step dockerfile -repo .
+
+# ---- krew manifest: krew's own validator (docs/ecosystem.md#kubectl-plugin) ---
+krew_manifest=deploy/krew/serverconfig.yaml
+if vkm="$(validate_krew_manifest_bin)"; then
+  ok "build validate-krew-manifest (sigs.k8s.io/krew $(module_version "$DEPLOY_DIR/tools/krew" sigs.k8s.io/krew))"
+  step "validate-krew-manifest $krew_manifest (structure, platforms used, no overlap)" \
+    "$vkm" -manifest "$krew_manifest" -skip-install
+  want_version="v$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)"
+  got_version="$(awk '/^  version: /{print $2; exit}' "$krew_manifest")"
+  if [ "$got_version" = "$want_version" ]; then ok "$krew_manifest spec.version is Cargo.toml's ($want_version)"
+  else bad "$krew_manifest spec.version is $got_version, Cargo.toml says $want_version"; fi
+  if grep -q 'sha256: "0\{64\}"' "$krew_manifest" && grep -q 'uri: https://RELEASE.invalid/' "$krew_manifest"; then
+    ok "$krew_manifest carries the placeholders deploy/krew/fill-manifest.sh replaces"
+  else bad "$krew_manifest: the uri/sha256 placeholders are gone (a release fills a copy, not this file)"; fi
+  # a release's fill: the sha256 of the archive, the uri, the version
+  mkdir -p "$work/krew/filled" "$work/krew/bad"
+  printf 'stand-in archive\n' >"$work/krew/archive.tar.gz"
+  if deploy/krew/fill-manifest.sh "$want_version" "https://example.test/a.tar.gz" "$work/krew/archive.tar.gz" \
+      >"$work/krew/filled/serverconfig.yaml" 2>"$work/krew/fill.log"; then
+    sum="$(sha256sum "$work/krew/archive.tar.gz" | cut -d' ' -f1)"
+    if grep -q "sha256: \"$sum\"" "$work/krew/filled/serverconfig.yaml" && grep -q 'uri: https://example.test/a.tar.gz' "$work/krew/filled/serverconfig.yaml"; then
+      ok "fill-manifest.sh writes the archive's sha256 and the uri"
+    else bad "fill-manifest.sh: the filled manifest lacks the archive's sha256 $sum or the uri"; fi
+    step "validate-krew-manifest on the filled manifest" "$vkm" -manifest "$work/krew/filled/serverconfig.yaml" -skip-install
+  else
+    bad "fill-manifest.sh"; sed 's/^/    /' "$work/krew/fill.log"
+  fi
+  refused "fill-manifest.sh refuses a version without the v" "must look like" \
+    deploy/krew/fill-manifest.sh 0.1.0 https://example.test/a.tar.gz "$work/krew/archive.tar.gz"
+  # the validator bites: a short sha256, a wrong kind, a name that is not the file's
+  sed 's/^    sha256: .*/    sha256: "abc123"/' "$krew_manifest" >"$work/krew/bad/serverconfig.yaml"
+  refused "validate-krew-manifest refuses a sha256 that is not 64 hex digits" "is not valid" \
+    "$vkm" -manifest "$work/krew/bad/serverconfig.yaml" -skip-install
+  sed 's/^kind: Plugin/kind: Plugins/' "$krew_manifest" >"$work/krew/bad/serverconfig.yaml"
+  refused "validate-krew-manifest refuses a wrong kind" "only \"Plugin\" is supported" \
+    "$vkm" -manifest "$work/krew/bad/serverconfig.yaml" -skip-install
+  cp "$krew_manifest" "$work/krew/bad/other.yaml"
+  refused "validate-krew-manifest refuses a metadata.name that is not the file name" "should be named" \
+    "$vkm" -manifest "$work/krew/bad/other.yaml" -skip-install
+else
+  bad "build validate-krew-manifest"
+fi
 
 finish

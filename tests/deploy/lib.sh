@@ -21,11 +21,12 @@ module_version() {
   awk -v m="$2" '($1 == m) || ($1 == "require" && $2 == m) { print ($1 == m ? $2 : $3); exit }' "$1/go.mod"
 }
 
-# go_tool NAME PACKAGE MODULE [LDFLAGS]: print the path of the cached binary,
-# building it first when missing. Build output goes to stderr.
+# go_tool NAME PACKAGE MODULE [LDFLAGS [TOOLDIR]]: print the path of the
+# cached binary, building it first when missing, from the pinned module in
+# tools/TOOLDIR (default tools/NAME). Build output goes to stderr.
 go_tool() {
   local name="$1" pkg="$2" module="$3" ldflags="${4:-}"
-  local moddir="$DEPLOY_DIR/tools/$name"
+  local moddir="$DEPLOY_DIR/tools/${5:-$name}"
   local ver; ver="$(module_version "$moddir" "$module")"
   [ -n "$ver" ] || { echo "no $module in $moddir/go.mod" >&2; return 1; }
   local out="$CACHE/$name-$ver/$name"
@@ -57,6 +58,17 @@ helm_bin() {
 
 kustomize_bin() {
   go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 sigs.k8s.io/kustomize/kustomize/v5
+}
+
+# krew's manifest validator (the one krew-index runs) and krew itself, from
+# tools/krew (sigs.k8s.io/krew).
+validate_krew_manifest_bin() {
+  go_tool validate-krew-manifest sigs.k8s.io/krew/cmd/validate-krew-manifest sigs.k8s.io/krew "" krew
+}
+
+krew_bin() {
+  go_tool krew sigs.k8s.io/krew/cmd/krew sigs.k8s.io/krew \
+    "-X sigs.k8s.io/krew/internal/version.gitTag=@VER@" krew
 }
 
 # checker_bin DIR: build tests/deploy/checker into DIR (cached by go build).

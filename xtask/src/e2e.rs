@@ -1,8 +1,8 @@
 //! `cargo xtask e2e` and `cargo xtask demo`: the end-to-end harness driver.
 //!
 //! 1. builds the peers ([`crate::peers`]): etcd, kube-apiserver,
-//!    kube-controller-manager, and for the deploy scenarios cert-manager,
-//!    helm and kustomize, each cached by version;
+//!    kube-controller-manager, kubectl, and for the deploy scenarios
+//!    cert-manager, helm, kustomize and krew, each cached by version;
 //! 2. builds the webhook (`cargo build --bin serverconfig-webhook`) unless
 //!    `--webhook` names one;
 //! 3. builds the Go harness (`tests/e2e/harness`) and runs it, which starts a
@@ -166,6 +166,7 @@ impl Builds {
         cmd.arg(mode)
             .arg(format!("--peer-dir={}", self.peers.k8s_dir.display()))
             .arg(format!("--etcd={}", self.peers.etcd_bin().display()))
+            .arg(format!("--kubectl={}", self.peers.kubectl_bin().display()))
             .arg(format!("--webhook={}", self.webhook.display()))
             .arg(format!("--repo={}", self.repo.display()))
             .current_dir(&self.repo);

@@ -2,12 +2,12 @@
 //! pinned modules under `tests/e2e/peers/` into a cache keyed by version
 //! (`$SERVERCONFIG_E2E_CACHE`, default `<repo>/.cache/peers`):
 //!
-//! - [`Peers`]: etcd, kube-apiserver and kube-controller-manager
+//! - [`Peers`]: etcd, kube-apiserver, kube-controller-manager and kubectl
 //!   (`k8s-v<ver>/`, `etcd-<ver>/`);
 //! - [`DeployPeers`]: for the deploy scenarios, cert-manager's controller and
 //!   cainjector (`cert-manager-v<ver>/`), the folder of cert-manager's CRDs
-//!   in the Go module cache, and helm and kustomize as `tests/deploy/lib.sh`
-//!   builds and caches them;
+//!   in the Go module cache, and helm, kustomize and krew as
+//!   `tests/deploy/lib.sh` builds and caches them;
 //! - [`KyvernoPeer`]: for the Kyverno comparison of `cargo xtask bench-e2e`
 //!   only, Kyverno's admission controller (`kyverno-v<ver>/`) and the folder
 //!   of its CRDs in the Go module cache;
@@ -81,8 +81,8 @@ pub struct Peers {
     k8s_module: PathBuf,
     etcd_version: String,
     etcd_module: PathBuf,
-    /// Holds kube-apiserver and kube-controller-manager (the harness's
-    /// `--peer-dir`).
+    /// Holds kube-apiserver, kube-controller-manager (the harness's
+    /// `--peer-dir`) and kubectl.
     pub k8s_dir: PathBuf,
     etcd_dir: PathBuf,
 }
@@ -148,6 +148,12 @@ impl Peers {
         self.etcd_dir.join("etcd")
     }
 
+    /// The cached kubectl of this Kubernetes version (the harness's
+    /// `--kubectl`, for the `kubectl serverconfig` scenarios).
+    pub fn kubectl_bin(&self) -> PathBuf {
+        self.k8s_dir.join("kubectl")
+    }
+
     /// The `-ldflags` of the Kubernetes binaries: stripped, and stamped with
     /// the version they report (kubectl version, /version).
     fn k8s_ldflags(&self) -> String {
@@ -168,7 +174,7 @@ impl Peers {
     }
 
     /// Builds the binaries not yet in the cache: etcd, kube-apiserver,
-    /// kube-controller-manager.
+    /// kube-controller-manager, kubectl.
     pub fn build(&self) -> Result<()> {
         let kflags = self.k8s_ldflags();
         let all = [
@@ -194,14 +200,23 @@ impl Peers {
                 module: self.k8s_module.clone(),
                 pkg: "k8s.io/kubernetes/cmd/kube-controller-manager",
                 out: self.k8s_dir.join("kube-controller-manager"),
+                ldflags: kflags.clone(),
+            },
+            Build {
+                name: "kubectl",
+                version: format!("v{}", self.version),
+                module: self.k8s_module.clone(),
+                pkg: "k8s.io/kubernetes/cmd/kubectl",
+                out: self.kubectl_bin(),
                 ldflags: kflags,
             },
         ];
+        let n_all = all.len();
         let todo: Vec<Build> = all.into_iter().filter(|b| !b.out.is_file()).collect();
         let cache = self.k8s_dir.parent().unwrap_or(&self.k8s_dir);
         if todo.is_empty() {
             eprintln!(
-                "peers: cached, nothing to build (etcd {}, kube-apiserver + kube-controller-manager v{} in {})",
+                "peers: cached, nothing to build (etcd {}, kube-apiserver + kube-controller-manager + kubectl v{} in {})",
                 self.etcd_version,
                 self.version,
                 cache.display()
@@ -209,7 +224,7 @@ impl Peers {
             return Ok(());
         }
         eprintln!(
-            "peers: building {} of 3 binaries with {} (a first build downloads modules and takes several minutes; later runs reuse {})",
+            "peers: building {} of {n_all} binaries with {} (a first build downloads modules and takes several minutes; later runs reuse {})",
             todo.len(),
             go_version(),
             cache.display()
@@ -356,6 +371,7 @@ pub struct DeployPeers {
     cert_manager_crds: PathBuf,
     helm: PathBuf,
     kustomize: PathBuf,
+    krew: PathBuf,
 }
 
 impl DeployPeers {
@@ -374,6 +390,7 @@ impl DeployPeers {
             cert_manager_crds: cert_manager_crds(&module)?,
             helm: deploy_tool(repo, "helm_bin")?,
             kustomize: deploy_tool(repo, "kustomize_bin")?,
+            krew: deploy_tool(repo, "krew_bin")?,
         })
     }
 
@@ -384,6 +401,7 @@ impl DeployPeers {
             format!("--cert-manager-crds={}", self.cert_manager_crds.display()),
             format!("--helm={}", self.helm.display()),
             format!("--kustomize={}", self.kustomize.display()),
+            format!("--krew={}", self.krew.display()),
         ]
     }
 }
@@ -443,7 +461,7 @@ fn cert_manager_crds(module: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(moddir).join("deploy/crds"))
 }
 
-/// helm or kustomize: the same cached build as tests/deploy/check.sh uses,
+/// helm, kustomize or krew: the same cached build as tests/deploy/check.sh uses,
 /// by calling `tests/deploy/lib.sh`'s `function` (which prints its path).
 fn deploy_tool(repo: &Path, function: &str) -> Result<PathBuf> {
     let out = Command::new("bash")

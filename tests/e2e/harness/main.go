@@ -2,7 +2,7 @@
 //
 // It is driven by `cargo xtask e2e` and `cargo xtask demo` (xtask/src/e2e.rs),
 // which build the peer binaries (etcd, kube-apiserver,
-// kube-controller-manager) and the webhook first and pass their paths here.
+// kube-controller-manager, kubectl) and the webhook first and pass their paths here.
 //
 //	e2e run  [flags]   run the scenarios, print PASS/FAIL lines and
 //	                   "e2e: N passed, M failed"; exit 1 on any failure
@@ -50,6 +50,8 @@ func main() {
 	fs.StringVar(&cfg.CertManagerCRDs, "cert-manager-crds", "", "cert-manager's deploy/crds folder")
 	fs.StringVar(&cfg.Helm, "helm", "", "helm binary")
 	fs.StringVar(&cfg.Kustomize, "kustomize", "", "kustomize binary")
+	fs.StringVar(&cfg.Kubectl, "kubectl", "", "kubectl binary (the kubectl plugin scenarios)")
+	fs.StringVar(&cfg.Krew, "krew", "", "krew binary (the kubectl plugin's krew install)")
 	fs.StringVar(&cfg.Kyverno, "kyverno", "", "bench: Kyverno's admission controller binary (adds the kyverno mode)")
 	fs.StringVar(&cfg.KyvernoCRDs, "kyverno-crds", "", "bench: Kyverno's config/crds folder")
 	benchCfg := bench.Flags(fs) // bench/bench_e2e.go

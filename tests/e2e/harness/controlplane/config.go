@@ -23,6 +23,10 @@ type Config struct {
 	CertManagerCRDs string // cert-manager's deploy/crds folder (from the Go module cache)
 	Helm            string // helm binary (tests/deploy/lib.sh's cached build)
 	Kustomize       string // kustomize binary (optional)
+	// the kubectl plugin scenarios (scenario_kubectl_plugin.go); empty:
+	// those checks fail
+	Kubectl string // kubectl of the control plane's version (xtask peers)
+	Krew    string // krew (tests/deploy/lib.sh's cached build)
 	// the Kyverno comparison of `e2e bench` (bench/bench_e2e_kyverno.go);
 	// empty: no kyverno mode
 	Kyverno     string // Kyverno's admission controller (cmd/kyverno)

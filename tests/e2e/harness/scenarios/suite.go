@@ -228,6 +228,12 @@ func AllScenarios() []Scenario {
 		{"migrate-a-rollback", scenarioMigrateARollback},
 		{"migrate-b-to-team-namespace", scenarioMigrateB},
 		{"migrate-b-rollback", scenarioMigrateBRollback},
+		// `kubectl serverconfig` through the real kubectl, and its krew
+		// manifest installed by krew (scenario_kubectl_plugin.go)
+		{"kubectl-plugin-doctor", scenarioKubectlPluginDoctor},
+		{"kubectl-plugin-render", scenarioKubectlPluginRender},
+		{"kubectl-plugin-migrate", scenarioKubectlPluginMigrate},
+		{"kubectl-plugin-krew-install", scenarioKubectlPluginKrew},
 	},
 		// last: the shipped deploy artefacts on the real control plane
 		// (scenario_deploy_*.go; they restore the harness's registration)
