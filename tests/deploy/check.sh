@@ -74,7 +74,7 @@ step "helm template with monitoring.{serviceMonitor,prometheusRule,dashboard}.en
   "$MONITORING_SET --set webhook.timeoutSeconds=7 --set monitoring.serviceMonitor.labels.release=prom --set monitoring.prometheusRule.labels.release=prom --set monitoring.dashboard.namespace=grafana" \
   "$work/monitoring.yaml"
 step "helm lint --strict with the monitoring objects on" sh -c '"$0" lint --strict "$1" $2' "$helm" "$CHART" "$MONITORING_SET"
-refused "refuses a certManager.serving.renewBefore the alert cannot turn into seconds" "renewBefore must be a duration" \
+refused "refuses a certManager.serving.renewBefore the alert cannot turn into seconds (the schema, then the template)" "renewBefore" \
   "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set monitoring.prometheusRule.enabled=true --set certManager.serving.renewBefore=30d
 refused "refuses watchNamespaces containing the controller namespace" "never served" \
   "$helm" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --set 'watchNamespaces={team-a,seldon-system}'
