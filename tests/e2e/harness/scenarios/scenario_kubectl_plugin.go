@@ -104,6 +104,26 @@ func (s *Suite) kubectl(ctx context.Context, p *kubectlPlugin, env []string, arg
 }
 
 // webhookCmd runs the normal binary with the admin kubeconfig.
+// doctorBesideNormal runs `kubectl serverconfig doctor ARGS` between two
+// runs of the normal binary's `doctor --watch-namespaces NS -o json`, until
+// those two agree (the sync loop may still be acting on objects just
+// applied, which changes the report), and returns the plugin's exit code,
+// output and stderr and the normal binary's exit code and output.
+func (s *Suite) doctorBesideNormal(ctx context.Context, p *kubectlPlugin, args []string, ns string) (int, string, string, int, string) {
+	var code, wantCode int
+	var out, errOut, want string
+	for try := 0; try < 10; try++ {
+		beforeCode, before, _ := s.webhookCmd(ctx, "doctor", "--watch-namespaces="+ns, "-o", "json")
+		code, out, errOut = s.kubectl(ctx, p, nil, append([]string{"serverconfig", "doctor"}, args...)...)
+		wantCode, want, _ = s.webhookCmd(ctx, "doctor", "--watch-namespaces="+ns, "-o", "json")
+		if before == want && beforeCode == wantCode {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return code, out, errOut, wantCode, want
+}
+
 func (s *Suite) webhookCmd(ctx context.Context, args ...string) (int, string, string) {
 	return runCmd(ctx, []string{"KUBECONFIG=" + s.CP.AdminKubeconfig}, s.WH.Bin, args...)
 }
@@ -182,8 +202,7 @@ func scenarioKubectlPluginDoctor(ctx context.Context, s *Suite) error {
 		"kubectl serverconfig --version (exit %d): %s %s", code, util.OneLine(out), util.OneLine(errOut))
 
 	// -n: the same report as the normal binary's --watch-namespaces
-	code, out, errOut = s.kubectl(ctx, p, nil, "serverconfig", "doctor", kc, "--context=e2e", "-n", kpNSA, "-o", "json")
-	wantCode, want, _ := s.webhookCmd(ctx, "doctor", "--watch-namespaces="+kpNSA, "-o", "json")
+	code, out, errOut, wantCode, want := s.doctorBesideNormal(ctx, p, []string{kc, "--context=e2e", "-n", kpNSA, "-o", "json"}, kpNSA)
 	s.r.Check(sc+"/namespace-is-watch-namespaces", code == wantCode && out == want && strings.Contains(out, subjA) && !strings.Contains(out, kpNSB+"/"),
 		"plugin exit %d, normal binary exit %d; plugin %s; normal %s; stderr %s", code, wantCode, util.OneLine(out), util.OneLine(want), util.OneLine(errOut))
 	code, out, errOut = s.kubectl(ctx, p, nil, "serverconfig", "doctor", kc, "--namespace", kpNSB)
@@ -197,8 +216,7 @@ func scenarioKubectlPluginDoctor(ctx context.Context, s *Suite) error {
 	code, out, _ = s.kubectl(ctx, p, nil, "serverconfig", "doctor", kc, "--context=e2e-a", "-A")
 	s.r.Check(sc+"/all-namespaces-overrides-the-context", strings.Contains(out, subjA) && strings.Contains(out, subjB),
 		"exit %d: %s", code, util.OneLine(out))
-	code, out, errOut = s.kubectl(ctx, p, nil, "serverconfig", "doctor", kc, "--context=e2e-a", "-o", "json")
-	wantCode, want, _ = s.webhookCmd(ctx, "doctor", "--watch-namespaces="+kpNSA, "-o", "json")
+	code, out, errOut, wantCode, want = s.doctorBesideNormal(ctx, p, []string{kc, "--context=e2e-a", "-o", "json"}, kpNSA)
 	s.r.Check(sc+"/context-namespace-is-watch-namespaces", code == wantCode && out == want,
 		"plugin exit %d, normal exit %d: %s %s", code, wantCode, util.OneLine(out), util.OneLine(errOut))
 
