@@ -129,7 +129,12 @@ func (s *Suite) webhookCmd(ctx context.Context, args ...string) (int, string, st
 }
 
 func runCmd(ctx context.Context, env []string, bin string, args ...string) (int, string, string) {
-	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	return runCmdWithin(ctx, 90*time.Second, env, bin, args...)
+}
+
+// runCmdWithin is runCmd with its own time limit.
+func runCmdWithin(ctx context.Context, limit time.Duration, env []string, bin string, args ...string) (int, string, string) {
+	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin, args...)
 	cmd.Env = append(withoutEnv(os.Environ(), "KUBECONFIG", "PATH"), "PATH="+os.Getenv("PATH"))

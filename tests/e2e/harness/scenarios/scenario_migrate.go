@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -155,23 +154,7 @@ func (s *Suite) migSpecs(ctx context.Context, set []migObj, ns string) (map[stri
 
 // runMigrate runs `serverconfig-webhook migrate` with the admin kubeconfig.
 func (s *Suite) runMigrate(ctx context.Context, args ...string) (int, string, string) {
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, s.WH.Bin, append([]string{"migrate"}, args...)...)
-	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+s.CP.AdminKubeconfig)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else {
-			return -1, "", err.Error()
-		}
-	}
-	util.Step("migrate %s: exit %d", strings.Join(args, " "), code)
-	return code, stdout.String(), stderr.String()
+	return runCmdWithin(ctx, 3*time.Minute, []string{"KUBECONFIG=" + s.CP.AdminKubeconfig}, s.WH.Bin, append([]string{"migrate"}, args...)...)
 }
 
 // migController applies the released controller Deployment with the given
