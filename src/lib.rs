@@ -15,3 +15,4 @@ pub mod seldon_controller;
 pub mod server;
 pub mod shutdown;
 pub mod sync;
+pub mod telemetry;
