@@ -223,30 +223,37 @@ func scenarioTracesAdmission(ctx context.Context, s *Suite) error {
 		got := k8s.TemplateImages(stored.Spec.Template.Spec)
 		s.r.Check("traces-on/webhook-answered", k8s.SameImages(got, team), "stored images %s", k8s.FmtImages(got))
 
-		var adm *controlplane.Span
-		var spans []controlplane.Span
+		// the webhook exports within 100 ms, kube-apiserver within its
+		// batch delay (5 s): wait for both the admission span and its parent
+		var adm, parent *controlplane.Span
 		err = util.Poll(30*time.Second, func() error {
-			if spans, err = tr.col.Spans(); err != nil {
+			spans, err := tr.col.Spans()
+			if err != nil {
 				return err
 			}
+			adm, parent = nil, nil
 			for _, sp := range spansOf(spans, "serverconfig-webhook", "admission") {
 				if sp.Attrs["admission.name"] == name && sp.Attrs["k8s.namespace.name"] == ns && sp.Attrs["admission.operation"] == "Create" {
 					sp := sp
 					adm = &sp
-					return nil
 				}
 			}
-			return fmt.Errorf("no admission span of %s/%s among %d spans", ns, name, len(spans))
+			if adm == nil {
+				return fmt.Errorf("no admission span of %s/%s among %d spans", ns, name, len(spans))
+			}
+			for _, sp := range spans {
+				if sp.SpanID == adm.ParentSpanID && sp.TraceID == adm.TraceID {
+					sp := sp
+					parent = &sp
+				}
+			}
+			if parent == nil {
+				return fmt.Errorf("the admission span's parent %s (trace %s) is not among %d spans", adm.ParentSpanID, adm.TraceID, len(spans))
+			}
+			return nil
 		})
 		if !s.r.Check("traces-on/admission-span-exported", adm != nil, "%v", err) {
 			return nil
-		}
-		var parent *controlplane.Span
-		for _, sp := range spans {
-			if sp.SpanID == adm.ParentSpanID && sp.TraceID == adm.TraceID {
-				sp := sp
-				parent = &sp
-			}
 		}
 		s.r.Check("traces-on/child-of-apiserver-span", parent != nil && parent.Service == "apiserver" && adm.Kind == 2,
 			"admission span %s (kind %d) in trace %s, parent %s: %s", adm.SpanID, adm.Kind, adm.TraceID, adm.ParentSpanID, describe(parent))
