@@ -184,6 +184,11 @@ pub struct ProcessArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+    /// Export OpenTelemetry traces (one span per admission, per sync-loop
+    /// reconcile and per write) over OTLP/gRPC; the endpoint, service name
+    /// and sampler come from the standard OTEL_* environment.
+    #[arg(long, env = "SERVERCONFIG_WEBHOOK_OTEL")]
+    pub otel: bool,
 }
 
 /// Where Seldon runs and what the webhook watches (shared by `serve`, `sync`).

@@ -16,3 +16,4 @@ pub mod seldon_controller;
 pub mod server;
 pub mod shutdown;
 pub mod sync;
+pub mod telemetry;

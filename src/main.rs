@@ -9,13 +9,14 @@ use serverconfig_webhook::admission::Admission;
 use serverconfig_webhook::cache::Caches;
 use serverconfig_webhook::cli::{
     Cli, ClusterArgs, Command, DoctorArgs, DoctorOutput, LogFormat, MigrateArgs, OutputFormat,
-    RenderArgs, ServeArgs, SyncArgs, SyncCommandArgs,
+    ProcessArgs, RenderArgs, ServeArgs, SyncArgs, SyncCommandArgs,
 };
 use serverconfig_webhook::core::mutate::Settings;
 use serverconfig_webhook::metrics::Metrics;
 use serverconfig_webhook::server::{self, tls, Limits, Readiness};
 use serverconfig_webhook::shutdown::{cancel_on_signals, Shutdown};
 use serverconfig_webhook::sync::{self, lease::LeaseConfig, SyncConfig};
+use serverconfig_webhook::telemetry::{self, Telemetry, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the C library's allocator: the admission path makes
@@ -193,25 +194,40 @@ fn runtime(command: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+/// The runtime, and logging plus (with `--otel`) tracing set up inside it
+/// (the OTLP exporter's channel runs on it); or exit code 1 with a sentence.
+fn runtime_with_telemetry(
+    command: &str,
+    process: &ProcessArgs,
+) -> Result<(tokio::runtime::Runtime, Telemetry), ExitCode> {
+    let runtime = runtime(command)?;
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(TelemetryConfig {
+            json_logs: process.log_format == LogFormat::Json,
+            otel: process.otel,
+        })
+    };
+    match telemetry {
+        Ok(t) => Ok((runtime, t)),
+        Err(e) => {
+            eprintln!("serverconfig-webhook {command}: {e}");
+            Err(ExitCode::from(1))
+        }
     }
 }
 
 fn run_serve(args: ServeArgs) -> ExitCode {
-    init_logging(args.process.log_format);
-    let runtime = match runtime("serve") {
+    let (runtime, telemetry) = match runtime_with_telemetry("serve", &args.process) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(serve(args)) {
+    let result = runtime.block_on(async move {
+        let served = serve(args).await;
+        telemetry.shutdown().await;
+        served
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "serve failed");
@@ -379,8 +395,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn run_sync(args: SyncCommandArgs) -> ExitCode {
-    init_logging(args.process.log_format);
-    let runtime = match runtime("sync") {
+    let (runtime, telemetry) = match runtime_with_telemetry("sync", &args.process) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -401,6 +416,7 @@ fn run_sync(args: SyncCommandArgs) -> ExitCode {
         tracing::info!(namespaces = ?args.cluster.namespaces(), controller_namespace = %args.cluster.controller_namespace, "sync loop running");
         let served = server::serve_metrics_until(metrics_addr, metrics, caches, requested).await;
         stop_background(&background, signals).await;
+        telemetry.shutdown().await;
         served
     });
     match result {

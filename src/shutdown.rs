@@ -7,7 +7,9 @@
 //! and starts the server's drain (readiness false, the listener kept for
 //! `--shutdown-delay`, in-flight requests finished); the background tasks'
 //! token is cancelled after that drain, so the caches stay current while
-//! the last requests are answered. A second signal exits at once.
+//! the last requests are answered. A second signal exits at once. After
+//! the drain, `serve` and `sync` flush the last OpenTelemetry spans
+//! (`crate::telemetry::Telemetry::shutdown`), once nothing can make one.
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::field::Empty;
+use tracing::Span;
+
 mod raw;
 
 use kube::core::admission::{
@@ -37,6 +40,33 @@ pub struct Admission {
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+}
+
+/// The span of one review (an OTel server span when tracing is on; a
+/// disabled span, which records nothing, when it is off). Its attributes
+/// are names, the steps' results and sizes, never object contents; the
+/// list is in docs/reference.md ("Traces").
+pub fn review_span() -> Span {
+    tracing::info_span!(
+        "admission",
+        otel.kind = "server",
+        admission.uid = Empty,
+        admission.operation = Empty,
+        admission.kind = Empty,
+        k8s.namespace.name = Empty,
+        admission.name = Empty,
+        admission.dry_run = Empty,
+        admission.scope = Empty,
+        admission.scope_reason = Empty,
+        admission.server = Empty,
+        admission.serverconfig = Empty,
+        admission.lookup = Empty,
+        admission.decision = Empty,
+        admission.reason = Empty,
+        admission.patch_ops = Empty,
+        admission.patch_bytes = Empty,
+        admission.outcome = Empty,
+    )
 }
 
 fn invalid(status: u16, message: String, metrics: &Metrics, started: Instant) -> Answer {
@@ -75,6 +105,20 @@ fn elide_quoted(message: &str) -> String {
 impl Admission {
     /// Answers one review body.
     pub async fn review(&self, body: &[u8]) -> Answer {
+        self.review_in(body, &review_span()).await
+    }
+
+    /// Answers one review body, recording its steps on `span` (made by
+    /// [`review_span`], its parent already set by the caller).
+    pub async fn review_in(&self, body: &[u8], span: &Span) -> Answer {
+        let answer = self.answer(body, span).await;
+        if answer.status != 200 {
+            span.record("admission.outcome", "invalid");
+        }
+        answer
+    }
+
+    async fn answer(&self, body: &[u8], span: &Span) -> Answer {
         let started = Instant::now();
         // JSON is UTF-8; `from_slice` skips the strings of ignored fields
         // without checking them (found by fuzzing), so check first.
@@ -126,7 +170,9 @@ impl Admission {
         };
         let object = req.object.take();
         let old_object = req.old_object.take();
-        let (response, outcome) = self.respond(&req, object, old_object).await;
+        record_request(span, &req);
+        let (response, outcome) = self.respond(&req, object, old_object, span).await;
+        span.record("admission.outcome", outcome);
         self.metrics
             .admission(outcome, started.elapsed().as_secs_f64());
         let body = encode_review(response);
@@ -140,6 +186,7 @@ impl Admission {
         req: &AdmissionRequest<RawObject>,
         object: Option<RawObject>,
         old_object: Option<RawObject>,
+        span: &Span,
     ) -> (AdmissionResponse, &'static str) {
         let mut base = AdmissionResponse::from(req);
         let operation = operation_of(req);
@@ -148,15 +195,18 @@ impl Admission {
             Scope::Out(reason) => {
                 tracing::debug!(uid = %req.uid, namespace, name = %req.name, reason, "out of scope");
                 base.audit_annotations = out_of_scope_audit_annotations();
+                span.record("admission.scope", "out");
+                span.record("admission.scope_reason", reason);
                 return (base, "out_of_scope");
             }
             Scope::In { kind, server } => (kind, server),
         };
+        span.record("admission.scope", "in");
         let (object, old_object) = match bounded_objects(operation, object, old_object) {
             Ok(objects) => objects,
             Err(e) => {
                 let message = e.to_string();
-                return self.finish(req, base, Decision::Denied { message }, &namespace);
+                return self.finish(req, base, Decision::Denied { message }, &namespace, span);
             }
         };
         let found = Lookups::new(
@@ -167,6 +217,7 @@ impl Admission {
         .with_desired(&self.desired)
         .for_server(&namespace, &server_name)
         .await;
+        record_lookup(span, &server_name, &found);
         let decision = match found.server_error() {
             Some(message) => Decision::Denied { message },
             None => decide(
@@ -178,7 +229,8 @@ impl Admission {
                 &self.settings,
             ),
         };
-        self.finish(req, base, decision, &namespace)
+        span.record("admission.decision", decision.outcome());
+        self.finish(req, base, decision, &namespace, span)
     }
 
     /// The cheap scope check, on the kind, operation, namespace and owner
@@ -211,6 +263,7 @@ impl Admission {
         mut base: AdmissionResponse,
         decision: Decision,
         namespace: &str,
+        span: &Span,
     ) -> (AdmissionResponse, &'static str) {
         let outcome = decision.outcome();
         let dry_run = req.dry_run;
@@ -221,6 +274,7 @@ impl Admission {
             } => {
                 tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
                     operation = ?req.operation, dry_run, outcome, reason, warnings = warnings.len(), "admission");
+                span.record("admission.reason", reason);
                 (with_warnings(base, warnings), outcome)
             }
             Decision::Patched {
@@ -230,8 +284,14 @@ impl Admission {
             } => {
                 tracing::info!(uid = %req.uid, namespace, name = %req.name, kind = %req.kind.kind,
                     operation = ?req.operation, dry_run, outcome, source, hash, ops = patch.0.len(), "admission");
+                span.record("admission.patch_ops", patch.0.len());
                 match base.clone().with_patch(patch) {
-                    Ok(r) => (with_warnings(r, warnings), outcome),
+                    Ok(r) => {
+                        if let Some(bytes) = &r.patch {
+                            span.record("admission.patch_bytes", bytes.len());
+                        }
+                        (with_warnings(r, warnings), outcome)
+                    }
                     Err(e) => {
                         let message = format!("serverconfig-webhook: could not encode patch: {e}");
                         base.audit_annotations = audit_annotations(&Decision::Denied {
@@ -248,6 +308,38 @@ impl Admission {
             }
         }
     }
+}
+
+/// The request's names on the span: uid, operation, kind, namespace and
+/// object name (names only, no contents).
+fn record_request(span: &Span, req: &AdmissionRequest<RawObject>) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("admission.uid", req.uid.as_str());
+    span.record("admission.operation", tracing::field::debug(&req.operation));
+    span.record("admission.kind", req.kind.kind.as_str());
+    span.record("k8s.namespace.name", req.namespace.as_deref().unwrap_or(""));
+    span.record("admission.name", req.name.as_str());
+    span.record("admission.dry_run", req.dry_run);
+}
+
+/// What the lookups found, on the span: the Server's name, the
+/// ServerConfig it names, and whether they were there.
+fn record_lookup(span: &Span, server_name: &str, found: &crate::cache::inputs::Found) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("admission.server", server_name);
+    let result = match (found.server_error(), found.server()) {
+        (Some(_), _) => "error",
+        (None, None) => "server_not_found",
+        (None, Some(server)) => {
+            span.record("admission.serverconfig", server.server_config.as_str());
+            "found"
+        }
+    };
+    span.record("admission.lookup", result);
 }
 
 /// The admission operation, as the core names it.

@@ -183,7 +183,11 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, request_body:
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let answer = match &state.review {
-        None => state.admission.review(&body).await,
+        None => {
+            let span = crate::admission::review_span();
+            crate::telemetry::continue_trace(&span, &headers);
+            state.admission.review_in(&body, &span).await
+        }
         Some(review) => review(&body),
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -158,6 +158,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::cache::inputs::{Found, Lookups, Misses};
 use crate::cache::{server_config_resource, CachedKind, Caches, Change, Namespaces};
@@ -308,7 +310,13 @@ impl Ctx {
             action: reason.into(),
             secondary: None,
         };
-        match self.recorder.publish(&ev, reference).await {
+        let span = write_span(
+            "create",
+            "Event",
+            reference.namespace.as_deref().unwrap_or(""),
+            reference.name.as_deref().unwrap_or(""),
+        );
+        match traced_write(span, self.recorder.publish(&ev, reference)).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, reason, "could not publish event");
@@ -316,6 +324,61 @@ impl Ctx {
             }
         }
     }
+}
+
+/// The span of one reconcile of a workload (an OTel span when tracing is
+/// on; disabled, recording nothing, when off): its kind, namespace and
+/// name, and what the reconcile decided.
+fn reconcile_span<K: Workload>(kind: WorkloadKind, obj: &K) -> Span {
+    let meta = obj.meta();
+    tracing::info_span!(
+        "sync.reconcile",
+        sync.kind = ?kind,
+        k8s.namespace.name = meta.namespace.as_deref().unwrap_or(""),
+        sync.workload = meta.name.as_deref().unwrap_or(""),
+        sync.action = Empty,
+        sync.result = Empty,
+    )
+}
+
+/// The span of one write the sync loop makes (a client span): the verb,
+/// the resource, its namespace and name, and the answer.
+fn write_span(verb: &'static str, resource: &str, namespace: &str, name: &str) -> Span {
+    tracing::info_span!(
+        "sync.write",
+        otel.kind = "client",
+        sync.verb = verb,
+        sync.resource = resource,
+        k8s.namespace.name = namespace,
+        sync.name = name,
+        sync.dry_run = Empty,
+        sync.result = Empty,
+        sync.http_status = Empty,
+    )
+}
+
+/// Runs one write inside `span`, recording whether the API server took it
+/// (and the HTTP status of a refusal).
+async fn traced_write<T>(
+    span: Span,
+    write: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    let result = write.instrument(span.clone()).await;
+    if !span.is_disabled() {
+        match &result {
+            Ok(_) => {
+                span.record("sync.result", "ok");
+            }
+            Err(kube::Error::Api(e)) => {
+                span.record("sync.result", "refused");
+                span.record("sync.http_status", e.code);
+            }
+            Err(_) => {
+                span.record("sync.result", "error");
+            }
+        }
+    }
+    result
 }
 
 /// Runs the election and, while leading, the sync loop; returns when
@@ -394,7 +457,8 @@ async fn placeholder_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
                 () = stop.cancelled() => return,
             }
         }
-        let wait = match sync_placeholders(&ctx).await {
+        let pass = tracing::info_span!("sync.placeholders");
+        let wait = match sync_placeholders(&ctx).instrument(pass).await {
             Ok(Pass::Done) => {
                 backoff = Duration::from_secs(1);
                 Duration::from_secs(60)
@@ -508,7 +572,8 @@ async fn create_placeholders(
         }
         let obj: DynamicObject = serde_json::from_value(placeholder_object(name, ctl_ns))
             .map_err(kube::Error::SerdeError)?;
-        match api.create(&pp, &obj).await {
+        let span = write_span("create", "ServerConfig", ctl_ns, name);
+        match traced_write(span, api.create(&pp, &obj)).await {
             Ok(stored) => {
                 created += 1;
                 ctx.metrics.sync_action(SyncAction::PlaceholderCreate);
@@ -546,7 +611,8 @@ async fn rewrite_placeholders(
         obj["metadata"]["resourceVersion"] = json!(existing.meta.resource_version);
         obj["metadata"]["uid"] = json!(existing.meta.uid);
         let obj: DynamicObject = serde_json::from_value(obj).map_err(kube::Error::SerdeError)?;
-        match api.replace(&existing.meta.name, &pp, &obj).await {
+        let span = write_span("replace", "ServerConfig", ctl_ns, &existing.meta.name);
+        match traced_write(span, api.replace(&existing.meta.name, &pp, &obj)).await {
             Ok(stored) => {
                 ctx.metrics.sync_action(SyncAction::PlaceholderUpdate);
                 tracing::info!(name = %existing.meta.name, resource_version = ?stored.metadata.resource_version,
@@ -580,7 +646,13 @@ async fn delete_placeholders(
             }),
             ..DeleteParams::default()
         };
-        match api.delete(name, &dp).await {
+        let span = write_span(
+            "delete",
+            "ServerConfig",
+            &ctx.cfg.settings.controller_namespace,
+            name,
+        );
+        match traced_write(span, api.delete(name, &dp)).await {
             Ok(_) => {
                 deleted += 1;
                 ctx.metrics.sync_action(SyncAction::PlaceholderDelete);
@@ -776,7 +848,10 @@ async fn workload_controller<K>(
         .reconcile_on(triggers)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(
-            move |obj: Arc<K>, ctx: Arc<Ctx>| reconcile_workload(obj, ctx, kind),
+            move |obj: Arc<K>, ctx: Arc<Ctx>| {
+                let span = reconcile_span(kind, obj.as_ref());
+                reconcile_workload(obj, ctx, kind, span.clone()).instrument(span)
+            },
             move |obj: Arc<K>, err: &SyncError, ctx: Arc<Ctx>| {
                 let key = object_key(obj.as_ref());
                 let n = {
@@ -858,7 +933,9 @@ async fn recreate<K: Workload>(api: &Api<K>, workload: &K) -> Result<(), SyncErr
         ..DeleteParams::default()
     };
     let name = workload.meta().name.clone().unwrap_or_default();
-    api.delete(&name, &params).await?;
+    let namespace = workload.meta().namespace.clone().unwrap_or_default();
+    let span = write_span("delete", &K::kind(&()), &namespace, &name);
+    traced_write(span, api.delete(&name, &params)).await?;
     Ok(())
 }
 
@@ -933,18 +1010,38 @@ async fn reconcile_workload<K>(
     obj: Arc<K>,
     ctx: Arc<Ctx>,
     kind: WorkloadKind,
+    span: Span,
+) -> Result<Action, SyncError>
+where
+    K: Workload,
+{
+    let result = reconcile_steps(obj, ctx, kind, &span).await;
+    span.record("sync.result", if result.is_ok() { "ok" } else { "error" });
+    result
+}
+
+/// [`reconcile_workload`]'s steps: gather, decide, act.
+async fn reconcile_steps<K>(
+    obj: Arc<K>,
+    ctx: Arc<Ctx>,
+    kind: WorkloadKind,
+    span: &Span,
 ) -> Result<Action, SyncError>
 where
     K: Workload,
 {
     let requeue = Action::requeue(ctx.cfg.heal_interval);
     if !ctx.caches.is_ready() {
+        span.record("sync.action", "wait_for_caches");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let Some(target) = Target::gather(&ctx, obj.as_ref()).await else {
+        span.record("sync.action", "not_ours");
         return Ok(requeue);
     };
-    match target.action(kind, &target.workload, &ctx.cfg.settings) {
+    let action = target.action(kind, &target.workload, &ctx.cfg.settings);
+    span.record("sync.action", action_name(&action));
+    match action {
         WorkloadAction::Nothing => {
             report_injected(&ctx, &target).await;
             ctx.forget_failures(&target.key);
@@ -962,6 +1059,16 @@ where
             readmit(&ctx, obj.as_ref(), &target, kind, Readmit::Heal, &hash).await?;
             Ok(requeue)
         }
+    }
+}
+
+/// The name of a workload action on the reconcile span.
+fn action_name(action: &WorkloadAction) -> &'static str {
+    match action {
+        WorkloadAction::Nothing => "nothing",
+        WorkloadAction::Held => "held",
+        WorkloadAction::Rollout { .. } => "rollout",
+        WorkloadAction::Heal { .. } => "heal",
     }
 }
 
@@ -1103,7 +1210,9 @@ async fn patch_hash<K: Workload>(
         dry_run,
         ..PatchParams::default()
     };
-    let stored = api.patch(name, &params, &Patch::Merge(&patch)).await?;
+    let span = write_span("patch", &K::kind(&()), &target.ns, name);
+    span.record("sync.dry_run", dry_run);
+    let stored = traced_write(span, api.patch(name, &params, &Patch::Merge(&patch))).await?;
     let stored = serde_json::to_value(&stored).map_err(kube::Error::SerdeError)?;
     match target.action(kind, &stored, &ctx.cfg.settings) {
         WorkloadAction::Nothing | WorkloadAction::Held => Ok(()),

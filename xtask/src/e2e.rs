@@ -1,8 +1,9 @@
 //! `cargo xtask e2e` and `cargo xtask demo`: the end-to-end harness driver.
 //!
 //! 1. builds the peers ([`crate::peers`]): etcd, kube-apiserver,
-//!    kube-controller-manager, kubectl, and for the deploy scenarios
-//!    cert-manager, helm, kustomize and krew, each cached by version;
+//!    kube-controller-manager, kubectl, for the deploy scenarios cert-manager,
+//!    helm, kustomize and krew, and for the traces scenarios an OpenTelemetry
+//!    Collector, each cached by version;
 //! 2. builds the webhook (`cargo build --bin serverconfig-webhook`) unless
 //!    `--webhook` names one;
 //! 3. builds the Go harness (`tests/e2e/harness`) and runs it, which starts a
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::peers::{self, DeployPeers, Peers};
+use crate::peers::{self, DeployPeers, OtelcolPeer, Peers};
 use crate::process::{ignore_interrupts, target_dir};
 
 /// Kubernetes version used when `--k8s` is not given.
@@ -126,13 +127,15 @@ pub struct Builds {
     repo: PathBuf,
     peers: Peers,
     deploy_peers: Option<DeployPeers>,
+    otelcol: Option<OtelcolPeer>,
     webhook: PathBuf,
     harness: PathBuf,
 }
 
 impl Builds {
-    /// Builds, in order, the peers of `k8s`, the deploy peers (when
-    /// `deploy`), the webhook (or takes `webhook`) and the harness.
+    /// Builds, in order, the peers of `k8s`, the scenarios' own peers (when
+    /// `deploy`: the deploy peers and the collector), the webhook (or takes
+    /// `webhook`) and the harness.
     pub fn prepare(
         k8s: &str,
         deploy: bool,
@@ -143,10 +146,13 @@ impl Builds {
         peers::check_go()?;
         let peers = Peers::resolve(&repo, k8s)?;
         peers.build()?;
-        let deploy_peers = if deploy {
-            Some(DeployPeers::build(&repo)?)
+        let (deploy_peers, otelcol) = if deploy {
+            (
+                Some(DeployPeers::build(&repo)?),
+                Some(OtelcolPeer::build(&repo)?),
+            )
         } else {
-            None
+            (None, None)
         };
         let webhook = build_webhook(&repo, webhook, release)?;
         let harness = build_harness(&repo)?;
@@ -154,6 +160,7 @@ impl Builds {
             repo,
             peers,
             deploy_peers,
+            otelcol,
             webhook,
             harness,
         })
@@ -172,6 +179,9 @@ impl Builds {
             .current_dir(&self.repo);
         if let Some(d) = &self.deploy_peers {
             cmd.args(d.harness_args());
+        }
+        if let Some(o) = &self.otelcol {
+            cmd.args(o.harness_args());
         }
         cmd
     }

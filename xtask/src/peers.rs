@@ -8,6 +8,8 @@
 //!   cainjector (`cert-manager-v<ver>/`), the folder of cert-manager's CRDs
 //!   in the Go module cache, and helm, kustomize and krew as
 //!   `tests/deploy/lib.sh` builds and caches them;
+//! - [`OtelcolPeer`]: for the traces scenarios, a minimal OpenTelemetry
+//!   Collector (OTLP receiver, file exporter; `otelcol-v<ver>/`);
 //! - [`KyvernoPeer`]: for the Kyverno comparison of `cargo xtask bench-e2e`
 //!   only, Kyverno's admission controller (`kyverno-v<ver>/`) and the folder
 //!   of its CRDs in the Go module cache;
@@ -475,6 +477,44 @@ fn deploy_tool(repo: &Path, function: &str) -> Result<PathBuf> {
         bail!("tests/deploy/lib.sh {function} failed");
     }
     Ok(PathBuf::from(p))
+}
+
+/// The traces scenarios' OTLP receiver (tests/e2e/harness/scenarios/scenario_traces.go):
+/// a minimal OpenTelemetry Collector, the collector builder's kind of
+/// `main` with the OTLP receiver and the contrib file exporter only, from
+/// the pinned module under `tests/e2e/peers/otelcol-v<ver>/` into
+/// `<cache>/otelcol-v<ver>/otelcol` (built once, like the other peers).
+pub struct OtelcolPeer {
+    bin: PathBuf,
+}
+
+impl OtelcolPeer {
+    /// Builds it unless cached.
+    pub fn build(repo: &Path) -> Result<OtelcolPeer> {
+        let peers = repo.join("tests/e2e/peers");
+        let version = pinned_versions(&peers, "otelcol-")?
+            .pop()
+            .ok_or_else(|| anyhow!("no tests/e2e/peers/otelcol-v* module"))?;
+        let bin = cache_dir(repo)
+            .join(format!("otelcol-{version}"))
+            .join("otelcol");
+        if !bin.is_file() {
+            build_each(&[Build {
+                name: "otelcol",
+                version: version.clone(),
+                module: peers.join(format!("otelcol-{version}")),
+                pkg: "serverconfig-webhook/e2e/peers/otelcol",
+                out: bin.clone(),
+                ldflags: "-s -w".to_string(),
+            }])?;
+        }
+        Ok(OtelcolPeer { bin })
+    }
+
+    /// The harness flag that names it.
+    pub fn harness_args(&self) -> Vec<String> {
+        vec![format!("--otelcol={}", self.bin.display())]
+    }
 }
 
 /// The Kyverno comparison of `cargo xtask bench-e2e` (issue 18; built by no

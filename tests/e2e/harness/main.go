@@ -54,6 +54,7 @@ func main() {
 	fs.StringVar(&cfg.Krew, "krew", "", "krew binary (the kubectl plugin's krew install)")
 	fs.StringVar(&cfg.Kyverno, "kyverno", "", "bench: Kyverno's admission controller binary (adds the kyverno mode)")
 	fs.StringVar(&cfg.KyvernoCRDs, "kyverno-crds", "", "bench: Kyverno's config/crds folder")
+	fs.StringVar(&cfg.Otelcol, "otelcol", "", "the OpenTelemetry Collector of the traces scenarios (OTLP receiver, file exporter)")
 	benchCfg := bench.Flags(fs) // bench/bench_e2e.go
 	_ = fs.Parse(os.Args[2:])
 	util.Verbose = cfg.Verbose

@@ -31,4 +31,6 @@ type Config struct {
 	// empty: no kyverno mode
 	Kyverno     string // Kyverno's admission controller (cmd/kyverno)
 	KyvernoCRDs string // its CRDs: config/crds of the module (Go module cache)
+	// the traces scenarios (scenario_traces.go); empty: they fail
+	Otelcol string // the pinned OpenTelemetry Collector (OTLP receiver, file exporter)
 }

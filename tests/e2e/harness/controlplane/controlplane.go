@@ -256,16 +256,26 @@ func (cp *ControlPlane) StartAPIServer() error {
 // same flags and certificates on a new port (an HA control plane's second
 // member). It returns admin clients for it and a stop function (SIGKILL).
 func (cp *ControlPlane) SecondAPIServer() (*rest.Config, kubernetes.Interface, dynamic.Interface, func(), error) {
+	return cp.SecondAPIServerWith("kube-apiserver-2", nil, nil)
+}
+
+// SecondAPIServerWith is SecondAPIServer under process name name, with the
+// suite's flags less those starting with a prefix in drop, plus extra.
+func (cp *ControlPlane) SecondAPIServerWith(name string, drop, extra []string) (*rest.Config, kubernetes.Interface, dynamic.Interface, func(), error) {
 	port := util.MustFreePort()
-	args := make([]string, 0, len(cp.apiArgs))
+	args := make([]string, 0, len(cp.apiArgs)+len(extra))
 	for _, a := range cp.apiArgs {
 		if strings.HasPrefix(a, "--secure-port=") {
 			a = fmt.Sprintf("--secure-port=%d", port)
 		}
+		if hasAnyPrefix(a, drop) {
+			continue
+		}
 		args = append(args, a)
 	}
-	util.Step("control plane: starting a second kube-apiserver on port %d (same etcd)", port)
-	p, err := util.StartProc("kube-apiserver-2", cp.apiLogs, cp.apiBin, args, nil)
+	args = append(args, extra...)
+	util.Step("control plane: starting another kube-apiserver (%s) on port %d (same etcd)", name, port)
+	p, err := util.StartProc(name, cp.apiLogs, cp.apiBin, args, nil)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -295,6 +305,15 @@ func (cp *ControlPlane) SecondAPIServer() (*rest.Config, kubernetes.Interface, d
 		return nil, nil, nil, nil, err
 	}
 	return rc, k, d, stop, nil
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // KillAPIServer ends kube-apiserver with SIGKILL (a crash).

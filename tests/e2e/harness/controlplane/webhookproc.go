@@ -37,6 +37,7 @@ type Webhook struct {
 	// of a second replica; empty: serverconfig-webhook / serverconfig-webhook-e2e
 	ProcName, PodName string
 	ExtraArgs         []string // appended after the shipped flags
+	ExtraEnv          []string // added to the process's environment (NAME=value)
 	// ShutdownDelay is --shutdown-delay; empty: 0s (stop at once)
 	ShutdownDelay string
 	// Proc is the running process; nil before Start
@@ -115,6 +116,7 @@ func (w *Webhook) Start() error {
 	if f := os.Getenv("SERVERCONFIG_E2E_RUST_LOG"); f != "" {
 		env = append(env, "RUST_LOG="+f)
 	}
+	env = append(env, w.ExtraEnv...)
 	p, err := util.StartProc(procName, w.LogDir, w.Bin, args, env)
 	if err != nil {
 		return err

@@ -205,6 +205,10 @@ func AllScenarios() []Scenario {
 		{"shared-config-cost", scenarioSharedConfigCost},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
+		// OpenTelemetry traces through a traced kube-apiserver and a real
+		// collector (scenario_traces.go)
+		{"traces-off-exports-nothing", scenarioTracesOff},
+		{"traces-admission-child-of-apiserver", scenarioTracesAdmission},
 		// faults on the real control plane (scenario_fault_*.go, issue 7)
 		{"fault-cert-rotation", scenarioFaultCertRotation},
 		{"fault-sigterm", scenarioFaultSIGTERM},
