@@ -84,6 +84,20 @@ func (s *Suite) withWebhook(ctx context.Context, procName string, args, env []st
 // createTraced makes the Server ns/name (the Pattern 1 team ServerConfig)
 // and creates the StatefulSet the stock controller would through the
 // traced API server; it returns the stored object and a cleanup.
+// createTracedAnswered is createTraced, then the check that the webhook
+// answered (the stored object holds the team's images); it returns the
+// cleanup.
+func (s *Suite) createTracedAnswered(ctx context.Context, tr *tracing, ns, name, check string) (func(), error) {
+	stored, cleanup, err := s.createTraced(ctx, tr, ns, name)
+	if err != nil {
+		return cleanup, err
+	}
+	team := s.teamImages(ns, "mlserver", p1ServerConfig)
+	got := k8s.TemplateImages(stored.Spec.Template.Spec)
+	s.r.Check(check+"/webhook-answered", k8s.SameImages(got, team), "stored images %s", k8s.FmtImages(got))
+	return cleanup, nil
+}
+
 func (s *Suite) createTraced(ctx context.Context, tr *tracing, ns, name string) (*appsv1.StatefulSet, func(), error) {
 	if err := s.ensurePattern1(ctx); err != nil {
 		return nil, nil, err
@@ -169,16 +183,13 @@ func scenarioTracesOff(ctx context.Context, s *Suite) error {
 	ns, name := appNamespaces[1], "mlserver-traces-off"
 	const service = "serverconfig-webhook-traces-off"
 	return s.withWebhook(ctx, "serverconfig-webhook-traces-off", nil, webhookOTelEnv(tr.col, service), func() error {
-		stored, cleanup, err := s.createTraced(ctx, tr, ns, name)
+		cleanup, err := s.createTracedAnswered(ctx, tr, ns, name, "traces-off")
 		if cleanup != nil {
 			defer cleanup()
 		}
 		if err != nil {
 			return err
 		}
-		team := s.teamImages(ns, "mlserver", p1ServerConfig)
-		got := k8s.TemplateImages(stored.Spec.Template.Spec)
-		s.r.Check("traces-off/webhook-answered", k8s.SameImages(got, team), "stored images %s", k8s.FmtImages(got))
 		api, err := apiserverSpansOf(tr, ns, 30*time.Second)
 		s.r.Check("traces-off/apiserver-spans-arrive", err == nil, "%d kube-apiserver spans of the create (%v)", len(api), err)
 		// the webhook would have exported within its 100 ms batch delay
@@ -212,16 +223,13 @@ func scenarioTracesAdmission(ctx context.Context, s *Suite) error {
 	// the default service name: OTEL_SERVICE_NAME left out
 	env := webhookOTelEnv(tr.col, "")[:2]
 	return s.withWebhook(ctx, "serverconfig-webhook-traced", []string{"--otel"}, env, func() error {
-		stored, cleanup, err := s.createTraced(ctx, tr, ns, name)
+		cleanup, err := s.createTracedAnswered(ctx, tr, ns, name, "traces-on")
 		if cleanup != nil {
 			defer cleanup()
 		}
 		if err != nil {
 			return err
 		}
-		team := s.teamImages(ns, "mlserver", p1ServerConfig)
-		got := k8s.TemplateImages(stored.Spec.Template.Spec)
-		s.r.Check("traces-on/webhook-answered", k8s.SameImages(got, team), "stored images %s", k8s.FmtImages(got))
 
 		// the webhook exports within 100 ms, kube-apiserver within its
 		// batch delay (5 s): wait for both the admission span and its parent
@@ -263,7 +271,7 @@ func scenarioTracesAdmission(ctx context.Context, s *Suite) error {
 			"attributes %v", adm.Attrs)
 		var leaked []string
 		for k, v := range adm.Attrs {
-			for _, img := range team {
+			for _, img := range s.teamImages(ns, "mlserver", p1ServerConfig) {
 				if strings.Contains(v, img) || strings.Contains(v, "harbor.test") {
 					leaked = append(leaked, k)
 				}
