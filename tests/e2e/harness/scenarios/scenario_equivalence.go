@@ -127,14 +127,8 @@ func (s *Suite) equivCase(ctx context.Context, c equivCase, dir, name string) er
 	manifest := sent.DeepCopy()
 	manifest.APIVersion, manifest.Kind = "apps/v1", "StatefulSet"
 	files := map[string]any{"statefulset.yaml": manifest, "server.yaml": srvObj.Object, "serverconfig.yaml": scObj.Object}
-	for f, o := range files {
-		b, err := yaml.Marshal(o)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			return err
-		}
+	if err := writeYAMLFiles(dir, files); err != nil {
+		return err
 	}
 	rendered, err := s.render(dir)
 	if err != nil {
@@ -180,4 +174,19 @@ func (s *Suite) render(dir string) (*appsv1.StatefulSet, error) {
 		return nil, fmt.Errorf("render output is a %s, not a StatefulSet", sts.Kind)
 	}
 	return &sts, nil
+}
+
+// writeYAMLFiles writes each object as YAML into dir, under its file name:
+// the inputs of `render` for a scenario that runs the binary on files.
+func writeYAMLFiles(dir string, files map[string]any) error {
+	for f, o := range files {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -291,14 +291,8 @@ func scenarioKubectlPluginRender(ctx context.Context, s *Suite) error {
 		return err
 	}
 	files := map[string]any{"sts.yaml": manifest, "server.yaml": srvObj.Object, "sc.yaml": scObj.Object}
-	for f, o := range files {
-		b, err := yaml.Marshal(o)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			return err
-		}
+	if err := writeYAMLFiles(dir, files); err != nil {
+		return err
 	}
 	args := []string{"render", "--statefulset", filepath.Join(dir, "sts.yaml"), "--server", filepath.Join(dir, "server.yaml"),
 		"--serverconfig", filepath.Join(dir, "sc.yaml"), "-o", "json"}
