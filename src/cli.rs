@@ -217,9 +217,26 @@ pub struct ClusterArgs {
         default_value = "auto"
     )]
     pub on_missing: OnMissing,
+    /// Seconds each watch of Servers and ServerConfigs runs before the API
+    /// server ends it and it is reopened; a watch silent for longer (plus
+    /// 1 s) is taken as stalled and admission asks the API server instead.
+    #[arg(
+        long,
+        env = "SERVERCONFIG_WEBHOOK_WATCH_TIMEOUT",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(1..=290)
+    )]
+    pub watch_timeout: u32,
 }
 
 impl ClusterArgs {
+    /// How the caches' watches run.
+    pub fn watch_timing(&self) -> crate::cache::WatchTiming {
+        crate::cache::WatchTiming {
+            timeout: std::time::Duration::from_secs(u64::from(self.watch_timeout)),
+        }
+    }
+
     /// The watched namespaces (`All` when the list is empty).
     pub fn namespaces(&self) -> crate::cache::Namespaces {
         let list: Vec<String> = self

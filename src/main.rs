@@ -294,6 +294,7 @@ fn start_background(
         client.clone(),
         &cluster.namespaces(),
         &cluster.controller_namespace,
+        cluster.watch_timing(),
         metrics.clone(),
         shutdown,
     );

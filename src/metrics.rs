@@ -112,6 +112,47 @@ label_values! {
     }
 }
 
+label_values! {
+    /// Why a watch started over with a full list (the `reason` label of
+    /// `watch_restarts_total`).
+    pub enum WatchRestart {
+        /// A list or watch request failed, or the stream broke.
+        Error => "error",
+        /// No event, bookmark or end of the watch within its window.
+        Stalled => "stalled",
+        /// The API server no longer had the watch's resourceVersion (410).
+        Gone => "gone",
+    }
+}
+
+/// Labels of the watch restart counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchRestartLabels {
+    pub kind: String,
+    pub reason: WatchRestart,
+}
+
+label_values! {
+    /// What answered a lookup whose watch was not trusted (the `answer`
+    /// label of `untrusted_lookups_total`).
+    pub enum UntrustedAnswer {
+        /// A direct GET sent for it.
+        Get => "get",
+        /// A direct GET of the same object sent moments before.
+        RecentGet => "recent_get",
+        /// The cached copy, which may be older than the API server's: the
+        /// GET failed, timed out or was over its rate.
+        Cache => "cache",
+    }
+}
+
+/// Labels of the untrusted lookup counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UntrustedLabels {
+    pub kind: String,
+    pub answer: UntrustedAnswer,
+}
+
 /// Labels of the direct GET counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GetLabels {
@@ -172,6 +213,10 @@ pub struct Metrics {
     pub cache_misses: Family<KindLabels, Counter>,
     /// Direct GETs after a cache miss, by kind and result (sent or not).
     pub direct_gets: Family<GetLabels, Counter>,
+    /// Watches that broke and started over with a list, by kind and reason.
+    pub watch_restarts: Family<WatchRestartLabels, Counter>,
+    /// Lookups made while their watch was not trusted, by what answered.
+    pub untrusted_lookups: Family<UntrustedLabels, Counter>,
     /// Connections and requests turned away, by listener and reason.
     pub refusals: Family<RefusalLabels, Counter>,
     /// Connections open now, by listener.
@@ -238,6 +283,18 @@ impl Metrics {
             "direct_gets",
             "Direct GETs after a cache miss, by kind and result (not_found_cached and throttled were not sent)",
             direct_gets.clone(),
+        );
+        let watch_restarts = Family::default();
+        registry.register(
+            "watch_restarts",
+            "Watches that broke (error, stalled, gone) and started over with a full list; their store is not trusted until it completes",
+            watch_restarts.clone(),
+        );
+        let untrusted_lookups = Family::default();
+        registry.register(
+            "untrusted_lookups",
+            "Admission lookups made while their watch was not trusted, by what answered (cache: the cached copy, possibly older than the API server's)",
+            untrusted_lookups.clone(),
         );
         let refusals = Family::default();
         registry.register(
@@ -307,6 +364,8 @@ impl Metrics {
             capped_placeholders,
             leader,
             direct_gets,
+            watch_restarts,
+            untrusted_lookups,
             refusals,
             open_connections,
             inflight_bytes,
@@ -362,6 +421,18 @@ impl Metrics {
                     result,
                 });
             }
+            for &reason in WatchRestart::ALL {
+                let _ = self.watch_restarts.get_or_create(&WatchRestartLabels {
+                    kind: kind.into(),
+                    reason,
+                });
+            }
+            for &answer in UntrustedAnswer::ALL {
+                let _ = self.untrusted_lookups.get_or_create(&UntrustedLabels {
+                    kind: kind.into(),
+                    answer,
+                });
+            }
         }
     }
 
@@ -388,6 +459,26 @@ impl Metrics {
             .get_or_create(&GetLabels {
                 kind: kind.to_string(),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts one watch that broke and starts over.
+    pub fn watch_restart(&self, kind: &str, reason: WatchRestart) {
+        self.watch_restarts
+            .get_or_create(&WatchRestartLabels {
+                kind: kind.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts one lookup made while its watch was not trusted.
+    pub fn untrusted_lookup(&self, kind: &str, answer: UntrustedAnswer) {
+        self.untrusted_lookups
+            .get_or_create(&UntrustedLabels {
+                kind: kind.to_string(),
+                answer,
             })
             .inc();
     }

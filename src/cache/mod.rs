@@ -1,24 +1,27 @@
-//! Watch-backed caches of Servers and ServerConfigs (`kube::runtime`
-//! watchers feeding compact [`store::Store`]s), and the lookups the
-//! admission handler needs: cache first, one direct GET on a miss.
+//! Watch-backed caches of Servers and ServerConfigs (watches feeding
+//! compact [`store::Store`]s), and the lookups the admission handler needs:
+//! cache first, one direct GET on a miss, and the API server instead of a
+//! store its watch cannot vouch for ([`freshness`]).
 
 pub mod desired;
+mod freshness;
 pub mod inputs;
 mod packed;
 mod store;
+mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use store::{Entry, Relist, Store};
+pub use watch::WatchTiming;
 
 use crate::core::model::{ModelError, Server, ServerConfig};
-use crate::metrics::{GetResult, KindLabels, Metrics};
+use crate::metrics::{GetResult, KindLabels, Metrics, UntrustedAnswer};
 use crate::shutdown::Shutdown;
 
 /// `mlops.seldon.io/v1alpha1` Server.
@@ -67,19 +70,19 @@ const PARSED_SERVERS: usize = 512;
 /// Each is a pod-spec tree (`serde_json` maps are B-trees), so the cap is
 /// what keeps memory flat as namespaces grow (BENCHMARKS.md, growth).
 const PARSED_CONFIGS: usize = 16;
-/// Objects per page of a watch's list: kube's client decodes a page three
-/// times over (text, a buffered tree, `DynamicObject`s) before it is
-/// compacted, so the page size sets the list's peak memory (the figures
-/// that chose 10: docs/history.md).
-const LIST_PAGE_SIZE: u32 = 10;
+/// What a direct GET found while a store was not trusted, reused for
+/// [`RECENT_GET`] so a burst of reviews of one workload sends one GET.
+type Recent<T> = quick_cache::sync::Cache<(String, String), (std::time::Instant, Lookup<T>)>;
 
-/// One kind's stores (one per watched namespace, or one for all) plus a
-/// parse cache keyed by resourceVersion.
+/// One kind's stores (one per watched namespace, or one for all), a parse
+/// cache keyed by resourceVersion, and the recent GETs made instead of
+/// asking an untrusted store.
 struct KindCache<T> {
     kind: &'static str,
     resource: ApiResource,
     stores: Vec<Arc<Store>>,
     parsed: Parsed<T>,
+    recent: Recent<T>,
 }
 
 impl<T> KindCache<T> {
@@ -94,11 +97,27 @@ impl<T> KindCache<T> {
             resource,
             stores,
             parsed: Parsed::new(parsed),
+            recent: Recent::new(RECENT_ENTRIES),
         }
     }
 
     fn find(&self, ns: &str, name: &str) -> Option<Arc<Entry>> {
         self.stores.iter().find_map(|s| s.get(ns, name))
+    }
+
+    /// Whether the store that holds `ns` may be taken as current (a
+    /// namespace no store holds is a miss, answered by a direct GET).
+    fn trusted(&self, ns: &str) -> bool {
+        self.stores
+            .iter()
+            .find(|s| s.holds(ns))
+            .is_none_or(|s| s.freshness.trusted())
+    }
+
+    /// A direct GET's answer for `ns/name` from the last [`RECENT_GET`].
+    fn recent(&self, ns: &str, name: &str) -> Option<Lookup<T>> {
+        let (at, found) = self.recent.get(&(ns.to_string(), name.to_string()))?;
+        (at.elapsed() < RECENT_GET).then_some(found)
     }
 
     /// `ns/name` from the stores only, parsed.
@@ -182,6 +201,14 @@ struct Notify {
 }
 
 impl Notify {
+    /// The kind's name, as metrics and logs give it.
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            CachedKind::Server => "Server",
+            CachedKind::ServerConfig => "ServerConfig",
+        }
+    }
+
     /// What `event` changes, once it is applied (`None` while a list is
     /// still being buffered).
     fn change_of(&self, event: &watcher::Event<DynamicObject>) -> Option<Change> {
@@ -207,38 +234,6 @@ impl Notify {
     }
 }
 
-fn start_watch(
-    client: &Client,
-    resource: &ApiResource,
-    ns: Option<&str>,
-    notify: Notify,
-) -> (
-    Arc<Store>,
-    impl futures::Future<Output = ()> + Send + 'static,
-) {
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-        None => Api::all_with(client.clone(), resource),
-    };
-    let store = Arc::new(Store::default());
-    let writer = store.clone();
-    let mut relist: Relist = None;
-    let stream = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
-        .default_backoff()
-        .for_each(move |event| {
-            match event {
-                Ok(event) => {
-                    let change = notify.change_of(&event);
-                    writer.apply(event, &mut relist);
-                    notify.applied(change);
-                }
-                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
-            }
-            futures::future::ready(())
-        });
-    (store, stream)
-}
-
 impl Caches {
     /// Starts the watches: Servers and ServerConfigs in the watched
     /// namespaces, plus ServerConfigs of the controller namespace. They run
@@ -247,6 +242,7 @@ impl Caches {
         client: Client,
         namespaces: &Namespaces,
         controller_namespace: &str,
+        timing: WatchTiming,
         metrics: Arc<Metrics>,
         shutdown: &Shutdown,
     ) -> Arc<Caches> {
@@ -266,9 +262,20 @@ impl Caches {
                     namespace: ns.clone(),
                     feed: feed.clone(),
                 };
-                let (store, fut) = start_watch(&client, resource, ns.as_deref(), notify);
+                let store = Arc::new(Store::watched(ns.as_deref(), timing.window()));
+                let api = match ns.as_deref() {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+                    None => Api::all_with(client.clone(), resource),
+                };
+                let watch = watch::Watch {
+                    api,
+                    store: store.clone(),
+                    notify,
+                    timing,
+                    metrics: metrics.clone(),
+                };
                 stores.push(store);
-                shutdown.spawn_until_cancelled(fut);
+                shutdown.spawn_until_cancelled(watch.run());
             }
             stores
         };
@@ -418,8 +425,12 @@ impl Caches {
     }
 
     /// The resourceVersion of the cached ServerConfig `ns/name`, without
-    /// parsing it: enough to find what was built from it before.
+    /// parsing it: enough to find what was built from it before. `None`
+    /// while the store is not trusted (its version may be an old one).
     pub fn server_config_version(&self, ns: &str, name: &str) -> Option<Box<str>> {
+        if !self.configs.trusted(ns) {
+            return None;
+        }
         self.configs
             .find(ns, name)
             .map(|e| e.resource_version.clone())
@@ -438,10 +449,77 @@ impl Caches {
         name: &str,
         parse: fn(&serde_json::Value) -> Result<T, ModelError>,
     ) -> Lookup<T> {
+        if !cache.trusted(ns) {
+            return untrusted_lookup(self, cache, ns, name, parse).await;
+        }
         match cache.cached(ns, name, parse) {
             Some(found) => Some(found),
             None => cache_miss(self, cache, ns, name, parse).await,
         }
+    }
+}
+
+/// `ns/name` while its store is not trusted: a direct GET (or one sent in
+/// the last [`RECENT_GET`]), bounded by its own rate limit and a short
+/// timeout; when none can be had, the cache's copy, counted, since it may
+/// be older than the API server's.
+async fn untrusted_lookup<T>(
+    caches: &Caches,
+    cache: &KindCache<T>,
+    ns: &str,
+    name: &str,
+    parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+) -> Lookup<T> {
+    let answered = |answer| caches.metrics.untrusted_lookup(cache.kind, answer);
+    if let Some(found) = cache.recent(ns, name) {
+        answered(UntrustedAnswer::RecentGet);
+        return found;
+    }
+    match fresh_get(caches, cache, ns, name, parse).await {
+        Ok(found) => {
+            answered(UntrustedAnswer::Get);
+            cache.recent.insert(
+                (ns.to_string(), name.to_string()),
+                (std::time::Instant::now(), found.clone()),
+            );
+            found
+        }
+        Err(why) => {
+            answered(UntrustedAnswer::Cache);
+            if let Some(lines) = caches.misses.untrusted_log.occurred() {
+                tracing::warn!(
+                    kind = cache.kind,
+                    namespace = ns,
+                    name,
+                    why,
+                    lines,
+                    "watch not trusted and no direct GET answered: using the cached copy (lines: how many since the last such line)"
+                );
+            }
+            cache.cached(ns, name, parse)
+        }
+    }
+}
+
+/// One GET of `ns/name` instead of an untrusted store: the object (`None`
+/// when it does not exist), or why there is no answer.
+async fn fresh_get<T>(
+    caches: &Caches,
+    cache: &KindCache<T>,
+    ns: &str,
+    name: &str,
+    parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+) -> Result<Lookup<T>, &'static str> {
+    let client = caches.client.clone().ok_or("no API server")?;
+    if caches.misses.untrusted_limiter.check().is_err() {
+        return Err("over the rate of direct GETs for untrusted watches");
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &cache.resource);
+    match tokio::time::timeout(UNTRUSTED_GET_TIMEOUT, api.get_opt(name)).await {
+        Ok(Ok(Some(obj))) => Ok(Some(Arc::new(to_value(&obj).and_then(|v| parse(&v))))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(_)) => Err("the GET failed"),
+        Err(_) => Err("the GET timed out"),
     }
 }
 
@@ -506,6 +584,10 @@ struct Misses {
     limiter: governor::DefaultDirectRateLimiter,
     /// The "not sent" warning, so a flood of misses is not a flood of lines.
     throttled_log: crate::log_limit::LogLimit,
+    /// GETs sent instead of asking a store that is not trusted.
+    untrusted_limiter: governor::DefaultDirectRateLimiter,
+    /// The "cached copy used" warning.
+    untrusted_log: crate::log_limit::LogLimit,
 }
 
 /// How long a name the API server did not find is answered from memory.
@@ -515,19 +597,36 @@ const NOT_FOUND_ENTRIES: usize = 4096;
 /// Direct GETs per second, and the burst above it.
 const GETS_PER_SECOND: u32 = 20;
 const GETS_BURST: u32 = 50;
+/// GETs per second (and burst) instead of untrusted stores: every review
+/// asks while a watch is broken, so this is what an outage costs the API
+/// server at most, whatever the review rate.
+const UNTRUSTED_GETS_PER_SECOND: u32 = 100;
+const UNTRUSTED_GETS_BURST: u32 = 200;
+/// How long a GET made instead of an untrusted store answers for that
+/// object: the staleness it adds, and what bounds GETs per object.
+const RECENT_GET: std::time::Duration = std::time::Duration::from_millis(500);
+/// Objects whose recent GET is remembered.
+const RECENT_ENTRIES: usize = 1024;
+/// How long such a GET may take before the cached copy is used.
+const UNTRUSTED_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for Misses {
     fn default() -> Self {
-        let rate = std::num::NonZeroU32::new(GETS_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN);
-        let burst = std::num::NonZeroU32::new(GETS_BURST).unwrap_or(std::num::NonZeroU32::MIN);
         Misses {
             not_found: quick_cache::sync::Cache::new(NOT_FOUND_ENTRIES),
-            limiter: governor::RateLimiter::direct(
-                governor::Quota::per_second(rate).allow_burst(burst),
-            ),
+            limiter: rate_limiter(GETS_PER_SECOND, GETS_BURST),
             throttled_log: crate::log_limit::LogLimit::default(),
+            untrusted_limiter: rate_limiter(UNTRUSTED_GETS_PER_SECOND, UNTRUSTED_GETS_BURST),
+            untrusted_log: crate::log_limit::LogLimit::default(),
         }
     }
+}
+
+/// `per_second` with bursts of `burst`.
+fn rate_limiter(per_second: u32, burst: u32) -> governor::DefaultDirectRateLimiter {
+    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
 impl Misses {

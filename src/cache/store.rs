@@ -17,6 +17,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
+use super::freshness::Freshness;
 use super::packed::{Dictionary, Packed};
 
 /// kubectl's client-side apply annotation.
@@ -74,15 +75,41 @@ pub struct Store {
     objects: RwLock<Objects>,
     ready: tokio::sync::watch::Sender<bool>,
     dictionary: Mutex<Dictionary>,
+    /// The namespace it holds (`None`: all).
+    scope: Option<Box<str>>,
+    /// Whether its objects may be taken as the API server's current ones.
+    pub freshness: Freshness,
 }
 
+/// A store filled once (`Caches::from_objects`, tests): every namespace,
+/// always current.
 impl Default for Store {
     fn default() -> Self {
+        Store::new(None, Freshness::fixed())
+    }
+}
+
+impl Store {
+    /// The store of a watch of `scope` (all namespaces with `None`), not
+    /// trusted until its first list and then within `window` of the watch
+    /// last being heard from.
+    pub fn watched(scope: Option<&str>, window: std::time::Duration) -> Self {
+        Store::new(scope, Freshness::watched(window))
+    }
+
+    fn new(scope: Option<&str>, freshness: Freshness) -> Self {
         Store {
             objects: RwLock::new(Objects::new()),
             ready: tokio::sync::watch::channel(false).0,
             dictionary: Mutex::new(Dictionary::default()),
+            scope: scope.map(Into::into),
+            freshness,
         }
+    }
+
+    /// Whether objects of namespace `ns` belong in this store.
+    pub fn holds(&self, ns: &str) -> bool {
+        self.scope.as_deref().is_none_or(|s| s == ns)
     }
 }
 

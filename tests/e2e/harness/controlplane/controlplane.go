@@ -30,12 +30,17 @@ type ControlPlane struct {
 	CA              *CA
 	APIURL          string
 	AdminKubeconfig string
-	Admin           CertFiles
-	Rest            *rest.Config
-	Kube            kubernetes.Interface
-	Dyn             dynamic.Interface
-	Minor           int // server minor version, e.g. 33
-	GitVersion      string
+	// VIP is the balancer in front of kube-apiserver the webhook talks
+	// through (balancer.go); WebhookKubeconfig is the admin kubeconfig
+	// through it
+	VIP               *Balancer
+	WebhookKubeconfig string
+	Admin             CertFiles
+	Rest              *rest.Config
+	Kube              kubernetes.Interface
+	Dyn               dynamic.Interface
+	Minor             int // server minor version, e.g. 33
+	GitVersion        string
 
 	// AuditLog is kube-apiserver's audit log (audit.go); empty when a
 	// benchmark set its own policy
@@ -155,6 +160,13 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	}
 	cp.AdminKubeconfig = filepath.Join(dir, "admin.kubeconfig")
 	if err := writeKubeconfig(cp.AdminKubeconfig, cp.APIURL, ca.Path, cp.Admin, "e2e-admin"); err != nil {
+		return nil, err
+	}
+	if err := cp.startVIP(fmt.Sprintf("127.0.0.1:%d", apiPort)); err != nil {
+		return nil, err
+	}
+	cp.WebhookKubeconfig = filepath.Join(dir, "admin-vip.kubeconfig")
+	if err := writeKubeconfig(cp.WebhookKubeconfig, cp.VIP.URL(), ca.Path, cp.Admin, "e2e-admin"); err != nil {
 		return nil, err
 	}
 	cp.Rest = &rest.Config{

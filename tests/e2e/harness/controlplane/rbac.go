@@ -78,7 +78,7 @@ func (cp *ControlPlane) ServiceAccountKubeconfig(ns, name string) (string, error
 		return "", err
 	}
 	path := filepath.Join(cp.Dir, "webhook.kubeconfig")
-	if err := writeKubeconfig(path, cp.APIURL, cp.CA.Path, cert, name); err != nil {
+	if err := writeKubeconfig(path, cp.VIP.URL(), cp.CA.Path, cert, name); err != nil {
 		return "", err
 	}
 	if _, err := os.Stat(path); err != nil {

@@ -57,7 +57,7 @@ func NewWebhook(cfg Config, cp *ControlPlane) (*Webhook, error) {
 	return &Webhook{
 		Bin: cfg.Webhook, Port: util.MustFreePort(), MetricsPort: util.MustFreePort(), Cert: cert, CA: ca,
 		PodNamespace: "serverconfig-webhook-system",
-		Kubeconfig:   cp.AdminKubeconfig, Identity: "admin (no RBAC shipped)", LogDir: filepath.Join(cp.Dir, "logs"), Namespace: "seldon-system",
+		Kubeconfig:   cp.WebhookKubeconfig, Identity: "admin (no RBAC shipped)", LogDir: filepath.Join(cp.Dir, "logs"), Namespace: "seldon-system",
 	}, nil
 }
 

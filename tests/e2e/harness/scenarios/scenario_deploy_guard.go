@@ -49,7 +49,7 @@ func scenarioDeployGuard(ctx context.Context, s *Suite) error {
 	if err := s.Apply(ctx, controlplane.RBACObjects(objs)...); err != nil {
 		return err
 	}
-	if s.WH.Kubeconfig == s.CP.AdminKubeconfig {
+	if s.WH.Kubeconfig == s.CP.WebhookKubeconfig {
 		return fmt.Errorf("the harness has no ServiceAccount identity for the webhook (no RBAC shipped?)")
 	}
 	rc, err := restConfigFromKubeconfig(s.WH.Kubeconfig)

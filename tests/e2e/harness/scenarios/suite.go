@@ -213,6 +213,7 @@ func AllScenarios() []Scenario {
 		{"fault-cert-rotation", scenarioFaultCertRotation},
 		{"fault-sigterm", scenarioFaultSIGTERM},
 		{"fault-apiserver-restart", scenarioFaultAPIServer},
+		{"fault-watch-stall", scenarioFaultWatchStall},
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},
