@@ -511,16 +511,24 @@ async fn fresh_get<T>(
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
 ) -> Result<Lookup<T>, &'static str> {
     let client = caches.client.clone().ok_or("no API server")?;
-    if caches.misses.untrusted_limiter.check().is_err() {
+    let misses = &caches.misses;
+    if misses.untrusted_paused() {
+        return Err("direct GETs paused after one failed (the API server is down or throttling)");
+    }
+    if misses.untrusted_limiter.check().is_err() {
         return Err("over the rate of direct GETs for untrusted watches");
     }
     let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &cache.resource);
-    match tokio::time::timeout(UNTRUSTED_GET_TIMEOUT, api.get_opt(name)).await {
+    let answer = match tokio::time::timeout(UNTRUSTED_GET_TIMEOUT, api.get_opt(name)).await {
         Ok(Ok(Some(obj))) => Ok(Some(Arc::new(to_value(&obj).and_then(|v| parse(&v))))),
         Ok(Ok(None)) => Ok(None),
         Ok(Err(_)) => Err("the GET failed"),
         Err(_) => Err("the GET timed out"),
+    };
+    if answer.is_err() {
+        misses.pause_untrusted();
     }
+    answer
 }
 
 async fn cache_miss<T>(
@@ -588,6 +596,12 @@ struct Misses {
     untrusted_limiter: governor::DefaultDirectRateLimiter,
     /// The "cached copy used" warning.
     untrusted_log: crate::log_limit::LogLimit,
+    /// Until when (ms after `epoch`) no such GET is sent: one failed, so
+    /// the API server is down, slow or throttling us (429s are retried
+    /// inside the client), and every review asking again would only add
+    /// to its load and to each review's wait.
+    untrusted_pause_until: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
 }
 
 /// How long a name the API server did not find is answered from memory.
@@ -609,6 +623,8 @@ const RECENT_GET: std::time::Duration = std::time::Duration::from_millis(500);
 const RECENT_ENTRIES: usize = 1024;
 /// How long such a GET may take before the cached copy is used.
 const UNTRUSTED_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// After one such GET failed, how long the cached copy answers at once.
+const UNTRUSTED_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for Misses {
     fn default() -> Self {
@@ -618,6 +634,8 @@ impl Default for Misses {
             throttled_log: crate::log_limit::LogLimit::default(),
             untrusted_limiter: rate_limiter(UNTRUSTED_GETS_PER_SECOND, UNTRUSTED_GETS_BURST),
             untrusted_log: crate::log_limit::LogLimit::default(),
+            untrusted_pause_until: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
     }
 }
@@ -630,6 +648,23 @@ fn rate_limiter(per_second: u32, burst: u32) -> governor::DefaultDirectRateLimit
 }
 
 impl Misses {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether GETs instead of untrusted stores are paused.
+    fn untrusted_paused(&self) -> bool {
+        self.now_ms() < self.untrusted_pause_until.load(Ordering::SeqCst)
+    }
+
+    /// Pauses GETs instead of untrusted stores for [`UNTRUSTED_PAUSE`].
+    fn pause_untrusted(&self) {
+        let pause = u64::try_from(UNTRUSTED_PAUSE.as_millis()).unwrap_or(u64::MAX);
+        let until = self.now_ms().saturating_add(pause);
+        self.untrusted_pause_until
+            .fetch_max(until, Ordering::SeqCst);
+    }
+
     fn recently_not_found(&self, key: &(&'static str, String, String)) -> bool {
         self.not_found
             .get(key)
