@@ -9,6 +9,35 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// An instant many threads read and move forward without a lock: ms
+/// after its creation, in one atomic. It starts at its creation.
+#[derive(Debug)]
+pub(super) struct AtomicMoment {
+    epoch: Instant,
+    ms: AtomicU64,
+}
+
+impl AtomicMoment {
+    pub(super) fn new() -> Self {
+        AtomicMoment {
+            epoch: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves the moment to `at`, unless it is later already.
+    pub(super) fn advance_to(&self, at: Instant) {
+        let ms =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// The moment.
+    pub(super) fn get(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.ms.load(Ordering::SeqCst))
+    }
+}
+
 /// One store's trust state, written by its watch and read by every lookup
 /// (two atomic loads and a clock read: nothing on the hot path waits).
 #[derive(Debug)]
@@ -16,9 +45,8 @@ pub struct Freshness {
     source: Source,
     /// A full list was stored since the watch last broke.
     synced: AtomicBool,
-    /// When the API server was last heard from, in ms after `epoch`.
-    heard_ms: AtomicU64,
-    epoch: Instant,
+    /// When the API server was last heard from.
+    heard: AtomicMoment,
 }
 
 /// What fills a store.
@@ -46,8 +74,7 @@ impl Freshness {
         Freshness {
             source,
             synced: AtomicBool::new(false),
-            heard_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            heard: AtomicMoment::new(),
         }
     }
 
@@ -57,9 +84,7 @@ impl Freshness {
     }
 
     fn heard_at(&self, at: Instant) {
-        let ms =
-            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
-        self.heard_ms.fetch_max(ms, Ordering::SeqCst);
+        self.heard.advance_to(at);
     }
 
     /// A full list was stored: the store holds the API server's objects.
@@ -94,8 +119,7 @@ impl Freshness {
 
     /// How long ago the API server was last heard from.
     fn silent_for(&self, now: Instant) -> Duration {
-        let heard = self.epoch + Duration::from_millis(self.heard_ms.load(Ordering::SeqCst));
-        now.saturating_duration_since(heard)
+        now.saturating_duration_since(self.heard.get())
     }
 }
 
@@ -166,7 +190,7 @@ mod tests {
         ];
         for (what, steps, asked, want) in table {
             let f = Freshness::watched(WINDOW);
-            let at = |ms: &u64| f.epoch + Duration::from_millis(*ms);
+            let at = |ms: &u64| f.heard.epoch + Duration::from_millis(*ms);
             for s in *steps {
                 match s {
                     Heard(ms) => f.heard_at(at(ms)),
@@ -182,6 +206,6 @@ mod tests {
     fn a_fixed_store_is_always_trusted() {
         let f = Freshness::fixed();
         f.broken();
-        assert!(f.trusted_at(f.epoch + Duration::from_secs(3_600)));
+        assert!(f.trusted_at(f.heard.epoch + Duration::from_secs(3_600)));
     }
 }

@@ -200,13 +200,20 @@ struct Notify {
     feed: tokio::sync::broadcast::Sender<Change>,
 }
 
-impl Notify {
+impl CachedKind {
     /// The kind's name, as metrics and logs give it.
-    fn kind_name(&self) -> &'static str {
-        match self.kind {
+    pub fn name(self) -> &'static str {
+        match self {
             CachedKind::Server => "Server",
             CachedKind::ServerConfig => "ServerConfig",
         }
+    }
+}
+
+impl Notify {
+    /// The kind's name, as metrics and logs give it.
+    fn kind_name(&self) -> &'static str {
+        self.kind.name()
     }
 
     /// What `event` changes, once it is applied (`None` while a list is
@@ -343,9 +350,14 @@ impl Caches {
     ) -> Arc<Caches> {
         Arc::new(Caches {
             client,
-            servers: KindCache::new("Server", server_resource(), server_stores, PARSED_SERVERS),
+            servers: KindCache::new(
+                CachedKind::Server.name(),
+                server_resource(),
+                server_stores,
+                PARSED_SERVERS,
+            ),
             configs: KindCache::new(
-                "ServerConfig",
+                CachedKind::ServerConfig.name(),
                 server_config_resource(),
                 config_stores,
                 PARSED_CONFIGS,
@@ -596,12 +608,11 @@ struct Misses {
     untrusted_limiter: governor::DefaultDirectRateLimiter,
     /// The "cached copy used" warning.
     untrusted_log: crate::log_limit::LogLimit,
-    /// Until when (ms after `epoch`) no such GET is sent: one failed, so
-    /// the API server is down, slow or throttling us (429s are retried
-    /// inside the client), and every review asking again would only add
-    /// to its load and to each review's wait.
-    untrusted_pause_until: std::sync::atomic::AtomicU64,
-    epoch: std::time::Instant,
+    /// Until when no such GET is sent: one failed, so the API server is
+    /// down, slow or throttling us (429s are retried inside the client),
+    /// and every review asking again would only add to its load and to
+    /// each review's wait.
+    untrusted_pause_until: freshness::AtomicMoment,
 }
 
 /// How long a name the API server did not find is answered from memory.
@@ -634,8 +645,7 @@ impl Default for Misses {
             throttled_log: crate::log_limit::LogLimit::default(),
             untrusted_limiter: rate_limiter(UNTRUSTED_GETS_PER_SECOND, UNTRUSTED_GETS_BURST),
             untrusted_log: crate::log_limit::LogLimit::default(),
-            untrusted_pause_until: std::sync::atomic::AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
+            untrusted_pause_until: freshness::AtomicMoment::new(),
         }
     }
 }
@@ -648,21 +658,15 @@ fn rate_limiter(per_second: u32, burst: u32) -> governor::DefaultDirectRateLimit
 }
 
 impl Misses {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// Whether GETs instead of untrusted stores are paused.
     fn untrusted_paused(&self) -> bool {
-        self.now_ms() < self.untrusted_pause_until.load(Ordering::SeqCst)
+        std::time::Instant::now() < self.untrusted_pause_until.get()
     }
 
     /// Pauses GETs instead of untrusted stores for [`UNTRUSTED_PAUSE`].
     fn pause_untrusted(&self) {
-        let pause = u64::try_from(UNTRUSTED_PAUSE.as_millis()).unwrap_or(u64::MAX);
-        let until = self.now_ms().saturating_add(pause);
         self.untrusted_pause_until
-            .fetch_max(until, Ordering::SeqCst);
+            .advance_to(std::time::Instant::now() + UNTRUSTED_PAUSE);
     }
 
     fn recently_not_found(&self, key: &(&'static str, String, String)) -> bool {
