@@ -52,6 +52,9 @@ type ControlPlane struct {
 	apiBin, apiLogs string
 	apiArgs         []string
 	startupWait     time.Duration
+	// how etcd was started, for StartEtcd after a stop
+	etcdBin, etcdURL string
+	etcdArgs         []string
 }
 
 func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
@@ -93,8 +96,8 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	etcdClient, etcdPeer := util.MustFreePort(), util.MustFreePort()
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	util.Step("control plane: starting etcd on %s", etcdURL)
-	cp.Etcd, err = util.StartProc("etcd", logs, cfg.Etcd, []string{
+	cp.etcdBin, cp.etcdURL = cfg.Etcd, etcdURL
+	cp.etcdArgs = []string{
 		"--name=e2e",
 		"--data-dir=" + filepath.Join(dir, "etcd"),
 		"--listen-client-urls=" + etcdURL,
@@ -104,22 +107,9 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 		"--initial-cluster=e2e=" + peerURL,
 		"--unsafe-no-fsync=true",
 		"--log-level=warn",
-	}, nil)
-	if err != nil {
-		return nil, err
 	}
-	if err := waitFor(cfg.StartupWait, cp.Etcd, "etcd /health", func() error {
-		resp, err := http.Get(etcdURL + "/health")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !strings.Contains(string(b), `"true"`) {
-			return fmt.Errorf("health: %s", b)
-		}
-		return nil
-	}); err != nil {
+	cp.apiLogs, cp.startupWait = logs, cfg.StartupWait
+	if err := cp.StartEtcd(); err != nil {
 		return nil, err
 	}
 
@@ -127,7 +117,7 @@ func StartControlPlane(cfg Config, dir string) (*ControlPlane, error) {
 	apiPort := util.MustFreePort()
 	cp.APIURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	util.Step("control plane: starting kube-apiserver on %s", cp.APIURL)
-	cp.apiBin, cp.apiLogs, cp.startupWait = filepath.Join(cfg.PeerDir, "kube-apiserver"), logs, cfg.StartupWait
+	cp.apiBin = filepath.Join(cfg.PeerDir, "kube-apiserver")
 	auditArgs := ExtraAPIServerArgs
 	if len(ExtraAPIServerArgs) == 0 {
 		if auditArgs, cp.AuditLog, err = suiteAuditArgs(dir); err != nil {
@@ -244,6 +234,40 @@ func (cp *ControlPlane) waitAPIServerReady() error {
 		return nil
 	})
 }
+
+// StartEtcd starts etcd (again, after StopEtcd: same flags, data and
+// ports) and waits until its /health says true.
+func (cp *ControlPlane) StartEtcd() error {
+	util.Step("control plane: starting etcd on %s", cp.etcdURL)
+	p, err := util.StartProc("etcd", cp.apiLogs, cp.etcdBin, cp.etcdArgs, nil)
+	if err != nil {
+		return err
+	}
+	cp.Etcd = p
+	return waitFor(cp.startupWait, cp.Etcd, "etcd /health", func() error {
+		resp, err := http.Get(cp.etcdURL + "/health")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"true"`) {
+			return fmt.Errorf("health: %s", b)
+		}
+		return nil
+	})
+}
+
+// StopEtcd stops etcd (SIGTERM, then SIGKILL after 10 s); kube-apiserver
+// and kube-controller-manager keep running against nothing.
+func (cp *ControlPlane) StopEtcd() {
+	util.Step("control plane: stopping etcd")
+	cp.Etcd.Stop(10 * time.Second)
+}
+
+// APIServerReady waits until kube-apiserver's /readyz answers 200 again
+// (after its etcd came back).
+func (cp *ControlPlane) APIServerReady() error { return cp.waitAPIServerReady() }
 
 // StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after 10 s);
 // etcd and kube-controller-manager keep running.
@@ -444,3 +468,9 @@ func (cp *ControlPlane) WaitControllerManagerCaughtUp(ctx context.Context, timeo
 // ExtraAPIServerArgs are appended to kube-apiserver's flags
 // (controlplane.go); only `e2e bench` sets them.
 var ExtraAPIServerArgs []string
+
+// APIServerMetrics is kube-apiserver's /metrics text, read as admin.
+func (cp *ControlPlane) APIServerMetrics(ctx context.Context) (string, error) {
+	b, err := cp.Kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	return string(b), err
+}

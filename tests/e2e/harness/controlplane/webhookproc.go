@@ -27,6 +27,8 @@ type Webhook struct {
 	CA          *CA
 	Kubeconfig  string
 	Identity    string // who the webhook is to the API server
+	// User is the user name the API server authenticates the webhook as
+	User string
 	// ShippedArgs are the flags of the shipped Deployment minus the ones the
 	// harness sets (addresses, certificate paths, log format, shutdown delay)
 	ShippedArgs  []string
@@ -57,7 +59,7 @@ func NewWebhook(cfg Config, cp *ControlPlane) (*Webhook, error) {
 	return &Webhook{
 		Bin: cfg.Webhook, Port: util.MustFreePort(), MetricsPort: util.MustFreePort(), Cert: cert, CA: ca,
 		PodNamespace: "serverconfig-webhook-system",
-		Kubeconfig:   cp.WebhookKubeconfig, Identity: "admin (no RBAC shipped)", LogDir: filepath.Join(cp.Dir, "logs"), Namespace: "seldon-system",
+		Kubeconfig:   cp.WebhookKubeconfig, Identity: "admin (no RBAC shipped)", User: "e2e-admin", LogDir: filepath.Join(cp.Dir, "logs"), Namespace: "seldon-system",
 	}, nil
 }
 
@@ -220,7 +222,7 @@ func (w *Webhook) shutdownDelay() string {
 func (w *Webhook) Replica(procName, podName string) *Webhook {
 	return &Webhook{
 		Bin: w.Bin, Port: util.MustFreePort(), MetricsPort: util.MustFreePort(), Cert: w.Cert, CA: w.CA,
-		Kubeconfig: w.Kubeconfig, Identity: w.Identity, ShippedArgs: w.ShippedArgs,
+		Kubeconfig: w.Kubeconfig, Identity: w.Identity, User: w.User, ShippedArgs: w.ShippedArgs,
 		PodNamespace: w.PodNamespace, LogDir: w.LogDir, Namespace: w.Namespace,
 		ProcName: procName, PodName: podName,
 	}

@@ -106,6 +106,7 @@ func Setup(cfg controlplane.Config) (*Suite, error) {
 			return nil, err
 		}
 		s.WH.Identity = "ServiceAccount " + saNS + "/" + saName + " (shipped RBAC)"
+		s.WH.User = "system:serviceaccount:" + saNS + ":" + saName
 	}
 	if s.MWC, err = controlplane.LoadRegistration(cfg.Repo, s.WH.Port, s.WH.CA.CertPEM); err != nil {
 		return nil, err
@@ -214,6 +215,8 @@ func AllScenarios() []Scenario {
 		{"fault-sigterm", scenarioFaultSIGTERM},
 		{"fault-apiserver-restart", scenarioFaultAPIServer},
 		{"fault-watch-stall", scenarioFaultWatchStall},
+		{"fault-etcd-restart", scenarioFaultEtcd},
+		{"fault-apiserver-throttled", scenarioFaultThrottled},
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},

@@ -1,0 +1,120 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"serverconfig-webhook/e2e/harness/k8s"
+	"serverconfig-webhook/e2e/harness/util"
+)
+
+const (
+	feNS     = "fault-etcd"
+	feConfig = "fe-config"
+	feServer = "fe"
+	// feDown is how long etcd stays stopped
+	feDown = 10 * time.Second
+)
+
+// scenarioFaultEtcd: etcd is stopped and started again (same data and
+// ports) while reviews arrive at the webhook at faultLoadRate. kube-apiserver
+// stays up but can serve nothing from storage, so the webhook's watches
+// break and its direct GETs fail: every review must still be answered, from
+// the caches, with the team's images. After etcd is back, a ServerConfig
+// change must reach the answers within the staleness bound, and no
+// admission through the API server may use the old one once it has.
+// Figures: reviews and failures during the outage, how long the API server
+// took to be ready after etcd, the staleness of the first change.
+func scenarioFaultEtcd(ctx context.Context, s *Suite) error {
+	const sc = "fault-etcd-restart"
+	f, cleanup, err := s.newStaleFixture(ctx, feNS, feConfig, feServer)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	v := f.images
+	base, err := f.change(ctx, "-v1", 20*time.Second)
+	s.r.Check(checkName(sc, "baseline-change-seen"), err == nil, "a ServerConfig change reached the webhook %s after it was written (healthy watch) %v", base.Round(time.Millisecond), err)
+
+	// kube-controller-manager reconnects with its own backoff: the next
+	// scenario must not inherit it
+	defer func() {
+		took, err := s.CP.WaitControllerManagerCaughtUp(context.Background(), 120*time.Second)
+		s.r.Check(checkName(sc, "controller-manager-caught-up"), err == nil,
+			"kube-controller-manager gave a new StatefulSet its Pod %s after etcd came back %v", secs(took), err)
+	}()
+
+	load := &openLoad{url: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), client: f.client, rate: faultLoadRate,
+		body: f.body, want: imageList(v("-v1"))}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	loadDone := make(chan struct{})
+	go func() { load.run(loadCtx); close(loadDone) }()
+	time.Sleep(2 * time.Second)
+	const restarts, untrusted = "serverconfig_webhook_watch_restarts_total", "serverconfig_webhook_untrusted_lookups_total"
+	m0 := s.WH.Metrics()
+	pid := s.WH.Pid()
+
+	tDown := time.Now()
+	s.CP.StopEtcd()
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = s.CP.StartEtcd()
+			_ = s.CP.APIServerReady()
+		}
+	}()
+	// the fault is real: the API server cannot read the ServerConfig
+	time.Sleep(2 * time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, rerr := s.CP.Dyn.Resource(k8s.GVRServerConfig).Namespace(feNS).Get(rctx, feConfig, v1.GetOptions{})
+	cancel()
+	s.r.Check(checkName(sc, "storage-down"), rerr != nil, "with etcd stopped, a GET of the ServerConfig through kube-apiserver fails: %v", rerr)
+	time.Sleep(time.Until(tDown.Add(feDown)))
+
+	if err := s.CP.StartEtcd(); err != nil {
+		return err
+	}
+	tEtcd := time.Now()
+	if err := s.CP.APIServerReady(); err != nil {
+		return err
+	}
+	restarted = true
+	tReady := time.Now()
+	util.Step("%s: etcd back after %s; kube-apiserver ready %s later", sc, secs(tEtcd.Sub(tDown)), tReady.Sub(tEtcd).Round(10*time.Millisecond))
+	time.Sleep(2 * time.Second)
+	stopLoad()
+	<-loadDone
+	fig := load.figures()
+	s.r.Check(checkName(sc, "reviews-answered"), fig.Failed == 0 && fig.NotSent == 0 && fig.OK > 0,
+		"reviews at %d/s from 2 s before etcd stopped to 2 s after the API server was ready again (%s outage): %s", faultLoadRate, secs(tEtcd.Sub(tDown)), fig)
+
+	// a change right after the API server is ready; dry-run creates through
+	// it every 100 ms meanwhile, counting those that used the old one
+	tally := tallyAdmissions(ctx, v("-v2"), func(ctx context.Context, i int) (map[string]string, error) {
+		return s.dryRunImages(ctx, f.desired, fmt.Sprintf("fe-bg-%d", i%4))
+	})
+	after, err := f.change(ctx, "-v2", 90*time.Second)
+	tChange := f.changed
+	tally.seen()
+	tally.stop(2 * time.Second)
+	s.r.Check(checkName(sc, "change-after-restart-seen"), err == nil && after <= stalenessBound,
+		"a ServerConfig change written %s after the API server was ready again reached the webhook %s later (healthy watch: %s; bound: %s) %v",
+		tChange.Sub(tReady).Round(time.Millisecond), after.Round(time.Millisecond), base.Round(time.Millisecond), stalenessBound, err)
+	s.r.Check(checkName(sc, "no-stale-after-seen"), tally.ok(),
+		"dry-run creates through the API server meanwhile: %s", tally.describe(tChange))
+	m1 := s.WH.Metrics()
+	exited, _ := s.WH.Proc.Exited()
+	s.r.Check(checkName(sc, "webhook-alive"), !exited && s.WH.Pid() == pid, "the webhook process (pid %d) is still the one running (exited: %v)", pid, exited)
+	// the outage was seen as one: the watches restarted and lookups
+	// bypassed the untrusted stores
+	s.r.Check(checkName(sc, "outage-seen-by-caches"), metricTotal(m1, restarts, "") > metricTotal(m0, restarts, ""),
+		"%s went from %.0f to %.0f; %s from %.0f to %.0f (cache answers %.0f)", restarts, metricTotal(m0, restarts, ""), metricTotal(m1, restarts, ""),
+		untrusted, metricTotal(m0, untrusted, ""), metricTotal(m1, untrusted, ""), metricTotal(m1, untrusted, `answer="cache"`)-metricTotal(m0, untrusted, `answer="cache"`))
+	util.Step("FIGURE %s: %s etcd outage: %d reviews, %d failed, p99 %s; API server ready %s after etcd; change seen %s after it was written",
+		sc, secs(tEtcd.Sub(tDown)), fig.Started, fig.Failed, fig.P99.Round(100*time.Microsecond), tReady.Sub(tEtcd).Round(10*time.Millisecond), after.Round(time.Millisecond))
+	return f.restore(ctx)
+}
