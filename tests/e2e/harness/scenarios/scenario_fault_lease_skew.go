@@ -284,31 +284,32 @@ func leaseSkewCase(ctx context.Context, s *Suite, lib string, skew int, nss []st
 			(e.Verb == "create" || e.Verb == "update" || e.Verb == "patch" || e.Verb == "delete")
 	})
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].StageTimestamp.Before(evs[j].StageTimestamp) })
-	byP, byS, interleaved, firstS := 0, 0, 0, time.Time{}
-	var order []string
-	for _, e := range evs {
+	byP, byS, interleaved, firstS, firstAt := 0, 0, 0, -1, time.Time{}
+	for i, e := range evs {
 		if e.User.Username == userS {
 			byS++
-			if firstS.IsZero() {
-				firstS = e.StageTimestamp
+			if firstS < 0 {
+				firstS, firstAt = i, e.StageTimestamp
 			}
 		} else {
 			byP++
-			if !firstS.IsZero() {
+			if firstS >= 0 {
 				interleaved++
 			}
 		}
-		if len(order) < 40 {
-			who := "plain"
-			if e.User.Username == userS {
-				who = "skewed"
-			}
-			order = append(order, fmt.Sprintf("%s %s %s/%s", e.StageTimestamp.Format("15:04:05.000"), who, e.Verb, e.ObjectRef.Name))
-		}
 	}
-	s.r.Check(tag+"/writes-never-interleave", err == nil && byP > 0 && byS > 0 && interleaved == 0 && !firstS.Before(killed),
-		"placeholder writes in the audit log: %d by the plain replica, %d by the skewed one (first %s, the SIGKILL at %s), %d of the plain one's after the skewed one's first; %s %v",
-		byP, byS, firstS.Format("15:04:05.000"), killed.Format("15:04:05.000"), interleaved, strings.Join(order, "; "), err)
+	// the writes around the skewed replica's first, for the report
+	var order []string
+	for i := max(firstS-3, 0); firstS >= 0 && i < min(firstS+4, len(evs)); i++ {
+		who := "plain"
+		if evs[i].User.Username == userS {
+			who = "skewed"
+		}
+		order = append(order, fmt.Sprintf("%s %s %s/%s", evs[i].StageTimestamp.Format("15:04:05.000"), who, evs[i].Verb, evs[i].ObjectRef.Name))
+	}
+	s.r.Check(tag+"/writes-never-interleave", err == nil && byP > 0 && byS > 0 && interleaved == 0 && !firstAt.Before(killed),
+		"placeholder writes in the audit log: %d by the plain replica, %d by the skewed one (first %s, the SIGKILL at %s), %d of the plain one's after the skewed one's first; around it: %s %v",
+		byP, byS, firstAt.Format("15:04:05.000"), killed.Format("15:04:05.000"), interleaved, strings.Join(order, "; "), err)
 	return nil
 }
 
