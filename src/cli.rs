@@ -283,7 +283,9 @@ pub struct SyncArgs {
     /// This replica's identity in the Lease (defaults to the pod name or hostname).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Lease duration: a leader that cannot renew for this long steps down.
+    /// Lease duration: how long others wait after the Lease last changed
+    /// before taking it over; the leader renews every fifth of it and steps
+    /// down after two thirds of it without a renewal.
     #[arg(long, env = "SERVERCONFIG_WEBHOOK_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 }

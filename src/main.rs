@@ -260,13 +260,12 @@ fn sync_config(cluster: &ClusterArgs, args: &SyncArgs) -> SyncConfig {
         namespaces: cluster.namespaces(),
         max_placeholders_per_namespace: args.max_placeholders_per_namespace,
         heal_interval: args.heal_interval,
-        lease: LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
+        lease: LeaseConfig::new(
+            args.lease_namespace.clone(),
+            args.lease_name.clone(),
             identity,
-            duration: args.lease_duration,
-            renew_every: args.lease_duration / 3,
-        },
+            args.lease_duration,
+        ),
     }
 }
 

@@ -390,7 +390,10 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let (mut leading, election) = lease::elect(client.clone(), cfg.lease.clone(), stop.clone());
+    // the election outlives the leader's tasks: the lease is given up only
+    // once they have stopped writing, since the next holder starts at once
+    let release = CancellationToken::new();
+    let (mut leading, election) = lease::elect(client.clone(), cfg.lease.clone(), release.clone());
     let ctx = Ctx::new(client, caches, cfg, metrics);
     while !stop.is_cancelled() {
         let became_leader = tokio::select! {
@@ -418,6 +421,7 @@ pub async fn run(
         ctx.metrics.capped_placeholders.set(0);
         tracing::info!("sync loop stopped (lease lost or shutdown)");
     }
+    release.cancel();
     let _ = election.await;
 }
 

@@ -140,7 +140,7 @@ func scenarioSyncReplicas(ctx context.Context, s *Suite) error {
 	})
 	took := time.Since(t0)
 	s.r.Check("sync-replicas/takeover-within-lease", err == nil && took <= 22*time.Second,
-		"%s took over %s after the SIGKILL (lease 15 s, renew every 5 s) %v", id[other], secs(took), err)
+		"%s took over %s after the SIGKILL (lease 15 s, retries every 3 s) %v", id[other], secs(took), err)
 	util.Step("sync-replicas: takeover after %s", secs(took))
 
 	// the new leader acts: a newly used name gets a placeholder

@@ -206,6 +206,7 @@ func AllScenarios() []Scenario {
 		{"shared-config-cost", scenarioSharedConfigCost},
 		{"sync-doctor", scenarioSyncDoctor},
 		{"sync-two-replicas", scenarioSyncReplicas},
+		{"fault-lease-clock-skew", scenarioFaultLeaseClockSkew},
 		// OpenTelemetry traces through a traced kube-apiserver and a real
 		// collector (scenario_traces.go)
 		{"traces-off-exports-nothing", scenarioTracesOff},
