@@ -214,6 +214,9 @@ func AllScenarios() []Scenario {
 		{"fault-sigterm", scenarioFaultSIGTERM},
 		{"fault-apiserver-restart", scenarioFaultAPIServer},
 		{"fault-watch-stall", scenarioFaultWatchStall},
+		// SIGKILL mid-write: nothing left half-done (scenario_fault_kill_*.go)
+		{"fault-kill-mid-rollout", scenarioFaultKillMidRollout},
+		{"fault-kill-mid-migrate", scenarioFaultKillMidMigrate},
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},
