@@ -491,18 +491,7 @@ fn rollback_job(
     args: &MigrateArgs,
     path: &std::path::Path,
 ) -> Result<MigrateJob, migrate::MigrateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        migrate::MigrateError::ReadRollbackFile {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    let file = migrate::rollback::RollbackFile::parse(&text).map_err(|source| {
-        migrate::MigrateError::BadRollbackFile {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let file = migrate::journal::read(path)?;
     let cfg = migrate::RollbackConfig {
         file: path.to_path_buf(),
         dry_run: args.dry_run,

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use serverconfig_webhook::migrate::plan::{self, moved, plan, strip, Action, Kind, PlanInput};
 use serverconfig_webhook::migrate::rollback::{
-    key, plan_rollback, Key, Replaced, RollbackFile, Step,
+    contains, key, plan_rollback, resolve_pending, Key, Pending, PendingOutcome, Replaced,
+    RollbackFile, Step,
 };
 use serverconfig_webhook::migrate::verify;
 use serverconfig_webhook::migrate::{self as m, MigrateError, MoveConfig};
@@ -790,4 +791,263 @@ fn errors_after_writes_point_at_the_rollback_file() {
         "cannot read the rollback file f.yaml: gone"
     );
     assert_eq!(err.exit_code(), m::EXIT_USAGE);
+}
+
+/// A rollback file as a move killed mid-write leaves it: the writes read
+/// back (`file_after_move`) and one more recorded as pending.
+fn file_with_pending(desired: &Value, before: Option<&Value>) -> RollbackFile {
+    let (mut f, _) = file_after_move();
+    f.pending.push(Pending {
+        desired: desired.clone(),
+        before: before.cloned(),
+    });
+    f
+}
+
+#[test]
+fn pending_write_is_undone_only_if_it_happened() {
+    let desired = moved(&stored(model(APP, "late", "mlserver"), "u-late-src"), CTL);
+    // what the API server stored: server-managed fields and a default added
+    let mut created = stored(desired.clone(), "u-late");
+    created["spec"]["replicas"] = json!(1);
+    let mut edited = created.clone();
+    edited["metadata"]["labels"] = json!({"edited": "yes"});
+    let ph = stored(placeholder(CTL, "late", &["agent"]), "u-ph");
+    let ph_desired = moved(&stored(team_config(APP), "u-x"), CTL);
+    let mut ph_desired = ph_desired;
+    ph_desired["metadata"]["name"] = json!("late");
+    ph_desired = strip(&ph_desired);
+    let mut replaced = stored(ph_desired.clone(), "u-ph");
+    replaced["metadata"]["resourceVersion"] = json!("5000");
+    let ph_rewritten = stored(placeholder(CTL, "late", &[]), "u-ph");
+    // (what, desired, before, object now, force, outcome, undo step of it, refused)
+    type Case<'a> = (
+        &'a str,
+        &'a Value,
+        Option<&'a Value>,
+        Option<&'a Value>,
+        bool,
+        &'a str,
+        Option<&'a str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "created right before the kill",
+            &desired,
+            None,
+            Some(&created),
+            false,
+            "written",
+            Some("delete"),
+            false,
+        ),
+        (
+            "killed before the create reached the API server",
+            &desired,
+            None,
+            None,
+            false,
+            "not written",
+            None,
+            false,
+        ),
+        (
+            "created, then edited",
+            &desired,
+            None,
+            Some(&edited),
+            false,
+            "changed",
+            None,
+            true,
+        ),
+        (
+            "created, then edited, --force",
+            &desired,
+            None,
+            Some(&edited),
+            true,
+            "changed",
+            Some("delete"),
+            false,
+        ),
+        (
+            "placeholder replaced right before the kill",
+            &ph_desired,
+            Some(&ph),
+            Some(&replaced),
+            false,
+            "written",
+            Some("replace"),
+            false,
+        ),
+        (
+            "placeholder not replaced yet",
+            &ph_desired,
+            Some(&ph),
+            Some(&ph),
+            false,
+            "not written",
+            None,
+            false,
+        ),
+        (
+            "placeholder rewritten by the sync loop, not by migrate",
+            &ph_desired,
+            Some(&ph),
+            Some(&ph_rewritten),
+            false,
+            "not written",
+            None,
+            false,
+        ),
+        (
+            "placeholder gone (the sync loop removed it)",
+            &ph_desired,
+            Some(&ph),
+            None,
+            false,
+            "gone",
+            Some("create"),
+            false,
+        ),
+    ];
+    for (what, desired, before, now, force, outcome, step, refused) in cases {
+        let k = key(desired).expect("key");
+        let p = Pending {
+            desired: desired.clone(),
+            before: before.cloned(),
+        };
+        let got = match resolve_pending(&p, now) {
+            PendingOutcome::NotWritten => "not written",
+            PendingOutcome::Written { .. } => "written",
+            PendingOutcome::Gone => "gone",
+            PendingOutcome::Changed { .. } => "changed",
+        };
+        assert_eq!(got, outcome, "{what}");
+
+        let f = file_with_pending(desired, before);
+        let (_, mut current) = file_after_move();
+        if let Some(n) = now {
+            current.insert(k.clone(), n.clone());
+        }
+        let plan = plan_rollback(&f, &current, force);
+        assert_eq!(plan.refused(), refused, "{what}: {:?}", plan.refusals);
+        let steps: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Create(o) if key(o) == Some(k.clone()) => Some("create"),
+                Step::Replace { with, .. } if key(with) == Some(k.clone()) => Some("replace"),
+                Step::Delete { current } if key(current) == Some(k.clone()) => Some("delete"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps, step.into_iter().collect::<Vec<_>>(), "{what}");
+        if let Some(Step::Replace { with, .. }) = plan
+            .steps
+            .iter()
+            .find(|s| matches!(s, Step::Replace { with, .. } if key(with) == Some(k.clone())))
+        {
+            assert_eq!(
+                Some(with),
+                before.map(strip).as_ref(),
+                "{what}: back to before"
+            );
+        }
+        if let Some(Step::Delete { current }) = plan
+            .steps
+            .iter()
+            .find(|s| matches!(s, Step::Delete { current } if key(current) == Some(k.clone())))
+        {
+            assert_eq!(Some(current), now, "{what}: deletes the object as read");
+        }
+        // the writes read back are undone as without the pending entry
+        let deletes = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Delete { current } if key(current) != Some(k.clone())))
+            .count();
+        assert_eq!(deletes, 6, "{what}");
+    }
+}
+
+#[test]
+fn rollback_file_with_pending_round_trips_and_old_files_parse() {
+    let desired = moved(&model(APP, "late", "mlserver"), CTL);
+    let ph = stored(placeholder(CTL, "late", &["agent"]), "u-ph");
+    for f in [
+        file_with_pending(&desired, None),
+        file_with_pending(&desired, Some(&stored(model(CTL, "late", "x"), "u-old"))),
+    ] {
+        let text = f.to_yaml().expect("yaml");
+        assert!(text.contains("pending:"), "{text}");
+        assert_eq!(RollbackFile::parse(&text).expect("parse"), f);
+    }
+    // a file of an earlier release (no pending section) still parses, and
+    // one without pending writes none
+    let (old, _) = file_after_move();
+    let text = old.to_yaml().expect("yaml");
+    assert!(!text.contains("pending"), "{text}");
+    assert!(RollbackFile::parse(&text)
+        .expect("parse")
+        .pending
+        .is_empty());
+    // (file, expected fragment of the error)
+    let mut other_ns = desired.clone();
+    other_ns["metadata"]["namespace"] = json!(APP);
+    let cases = vec![
+        (
+            file_with_pending(&desired, Some(&ph)),
+            "pending: before is ServerConfig seldon-system/late, but the write is to Model seldon-system/late",
+        ),
+        (
+            file_with_pending(&other_ns, None),
+            "pending.desired: Model financial-mlops-pytorch/late needs a name and namespace seldon-system",
+        ),
+    ];
+    for (f, want) in cases {
+        let err = RollbackFile::parse(&f.to_yaml().expect("yaml"))
+            .expect_err(want)
+            .to_string();
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+    }
+}
+
+#[test]
+fn contains_allows_added_fields_only() {
+    // (what, have, want, contained)
+    let cases = vec![
+        ("equal", json!({"a": 1}), json!({"a": 1}), true),
+        (
+            "a default added",
+            json!({"a": 1, "b": 2}),
+            json!({"a": 1}),
+            true,
+        ),
+        (
+            "nested default",
+            json!({"s": {"a": 1, "d": true}}),
+            json!({"s": {"a": 1}}),
+            true,
+        ),
+        ("value differs", json!({"a": 2}), json!({"a": 1}), false),
+        ("field missing", json!({}), json!({"a": 1}), false),
+        (
+            "array longer",
+            json!({"l": [1, 2]}),
+            json!({"l": [1]}),
+            false,
+        ),
+        (
+            "array items with defaults",
+            json!({"l": [{"n": 1, "d": 0}]}),
+            json!({"l": [{"n": 1}]}),
+            true,
+        ),
+    ];
+    for (what, have, want, ok) in cases {
+        assert_eq!(contains(&have, &want), ok, "{what}");
+    }
 }

@@ -1,9 +1,8 @@
 //! The I/O of `migrate`: reads the namespaces, the controller Deployment and
 //! the objects, carries out a [`plan::Plan`] or a [`rollback::RollbackPlan`],
-//! keeps the rollback file current, and runs the verification (`wait`).
+//! keeps the rollback file current (through `journal`), and runs the verification (`wait`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
@@ -11,8 +10,9 @@ use kube::Client;
 use serde_json::Value;
 
 use super::api::{api, get, is_status, to_object, to_value};
+use super::journal::Journal;
 use super::plan::{self, describe, Kind, Plan, PlanInput};
-use super::rollback::{self, key, Key, Replaced, RollbackFile, RollbackPlan, Step};
+use super::rollback::{self, key, Key, RollbackFile, RollbackPlan, Step};
 use super::wait::wait_verified;
 use super::{MigrateError, MoveConfig, RollbackConfig};
 use crate::seldon_controller::{read_deployment, ControllerWatch};
@@ -96,49 +96,6 @@ async fn watch_refusal(client: &Client, cfg: &MoveConfig) -> Result<Option<Strin
     }))
 }
 
-/// The rollback file of a move under way, saved after every write so that
-/// it is complete up to the last write even when the move stops half-way.
-struct Record {
-    path: PathBuf,
-    file: RollbackFile,
-}
-
-impl Record {
-    /// Writes the empty record of the move before its first write.
-    fn start(path: &Path, from: &str, to: &str) -> Result<Record, MigrateError> {
-        let record = Record {
-            path: path.to_path_buf(),
-            file: RollbackFile::new(from, to),
-        };
-        record.save()?;
-        eprintln!("rollback file: {}", path.display());
-        Ok(record)
-    }
-
-    /// Writes the file (via a temporary file and a rename).
-    fn save(&self) -> Result<(), MigrateError> {
-        let text = self
-            .file
-            .to_yaml()
-            .map_err(MigrateError::EncodeRollbackFile)?;
-        let tmp = self.path.with_extension("yaml.partial");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|source| MigrateError::WriteRollbackFile {
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    /// `e`, with the pointer to this file that undoes what was written.
-    fn after_writes(&self, e: MigrateError) -> MigrateError {
-        MigrateError::AfterWrites {
-            source: Box::new(e),
-            rollback_file: self.path.clone(),
-        }
-    }
-}
-
 /// What [`print_plan`] leaves to do.
 #[derive(PartialEq, Eq)]
 enum Next {
@@ -157,7 +114,7 @@ pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateErr
     if print_plan(cfg, &plan)? == Next::Done {
         return Ok(());
     }
-    let mut record = Record::start(&cfg.rollback_file, &cfg.from, &cfg.to)?;
+    let mut record = Journal::start(&cfg.rollback_file, &cfg.from, &cfg.to)?;
     apply_plan(&client, cfg, &plan, &mut record).await?;
     verify_move(&client, cfg, &plan)
         .await
@@ -171,7 +128,7 @@ pub async fn run_move(client: Client, cfg: &MoveConfig) -> Result<(), MigrateErr
         cfg.from,
         cfg.to,
         if cfg.delete_source { " (sources deleted)" } else { "" },
-        record.path.display()
+        record.path().display()
     );
     Ok(())
 }
@@ -270,12 +227,11 @@ async fn apply_plan(
     client: &Client,
     cfg: &MoveConfig,
     plan: &Plan,
-    record: &mut Record,
+    record: &mut Journal,
 ) -> Result<(), MigrateError> {
     let pp = post_params();
     for item in &plan.items {
         apply_item(client, cfg, &pp, item, record).await?;
-        record.save()?;
     }
     Ok(())
 }
@@ -286,32 +242,34 @@ async fn apply_item(
     cfg: &MoveConfig,
     pp: &PostParams,
     item: &plan::Item,
-    record: &mut Record,
+    record: &mut Journal,
 ) -> Result<(), MigrateError> {
     let what = format!("{} {}/{}", item.kind, cfg.to, item.name);
     match item.action {
         plan::Action::Create => {
+            record.pending(&item.desired, None)?;
             let created = api(client, item.kind, &cfg.to)
                 .create(pp, &to_object(&item.desired)?)
                 .await
                 .map_err(|e| {
                     record.after_writes(MigrateError::kube(format!("cannot create {what}"), e))
                 })?;
-            record.file.created.push(to_value(item.kind, &created)?);
+            record.created(to_value(item.kind, &created)?)?;
             eprintln!("created {what}");
         }
         plan::Action::ReplacePlaceholder | plan::Action::Overwrite => {
             let current = item.existing.clone().unwrap_or(Value::Null);
+            record.pending(&item.desired, Some(&current))?;
             match replace_exact(client, pp, &current, &item.desired)
                 .await
                 .map_err(|e| record.after_writes(e))?
             {
                 Written::Replaced { before, after } => {
-                    record.file.replaced.push(Replaced { before, after });
+                    record.replaced(before, after)?;
                     eprintln!("replaced {what}");
                 }
                 Written::Created(after) => {
-                    record.file.created.push(after);
+                    record.created(after)?;
                     eprintln!("created {what} (the object it replaced went meanwhile)");
                 }
             }
@@ -347,7 +305,7 @@ async fn delete_sources(
     client: &Client,
     cfg: &MoveConfig,
     plan: &Plan,
-    record: &mut Record,
+    record: &mut Journal,
 ) -> Result<(), MigrateError> {
     for item in plan.items.iter().rev() {
         let k = (item.kind, cfg.from.clone(), item.name.clone());
@@ -358,8 +316,7 @@ async fn delete_sources(
             );
             continue;
         };
-        record.file.deleted.push(current.clone());
-        record.save()?;
+        record.deleting(current.clone())?;
         delete_exact(client, &current)
             .await
             .map_err(|e| record.after_writes(e))?;

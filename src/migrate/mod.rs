@@ -4,10 +4,12 @@
 //!
 //! [`plan`], [`rollback`] and [`verify`] are pure; [`cluster`] (reading,
 //! writing) and `wait` (verification loop) do the I/O, both through `api`
-//! (the dynamic-object calls): cluster -> wait -> api, cluster -> api.
+//! (the dynamic-object calls): cluster -> wait -> api, cluster -> api;
+//! [`journal`] keeps the rollback file on disk: cluster -> journal -> rollback.
 
 mod api;
 pub mod cluster;
+pub mod journal;
 pub mod plan;
 pub mod rollback;
 pub mod verify;
@@ -48,6 +50,9 @@ pub enum MigrateError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--rollback` file is larger than any `migrate` writes: exit 2.
+    #[error("the rollback file {} is larger than {limit} bytes: not one migrate wrote", .path.display())]
+    RollbackFileTooLarge { path: PathBuf, limit: u64 },
     /// The `--rollback` file is not one `migrate` wrote: exit 2.
     #[error("{}: {source}", .path.display())]
     BadRollbackFile {
@@ -141,9 +146,11 @@ impl MigrateError {
     pub fn exit_code(&self) -> u8 {
         use MigrateError::*;
         match self {
-            Usage(_) | ReadRollbackFile { .. } | BadRollbackFile { .. } | BadSelector { .. } => {
-                EXIT_USAGE
-            }
+            Usage(_)
+            | ReadRollbackFile { .. }
+            | RollbackFileTooLarge { .. }
+            | BadRollbackFile { .. }
+            | BadSelector { .. } => EXIT_USAGE,
             Refused(_) => EXIT_REFUSED,
             AfterWrites { source, .. } => source.exit_code(),
             Client(_)

@@ -1,5 +1,6 @@
 //! The rollback file (what a move created, replaced and deleted, exactly
-//! as the API server returned it) and the pure planning of its undo. No I/O.
+//! as the API server returned it, and the write it was about to make) and
+//! the pure planning of its undo. No I/O: `journal` reads and writes it.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,9 @@ pub enum RollbackFileError {
         object: String,
         namespace: String,
     },
+    /// A pending write whose `before` is another object than its `desired`.
+    #[error("pending: before is {before}, but the write is to {desired}")]
+    PendingMismatch { desired: String, before: String },
 }
 
 /// An object `migrate` replaced in the target: what was there, and what it wrote.
@@ -44,8 +48,23 @@ pub struct Replaced {
     pub after: Value,
 }
 
-/// The rollback file. Rewritten after every write of a move, so that it is
-/// complete up to the last write even when the move stops half-way.
+/// A write into the target that `migrate` recorded before making it (the
+/// write-ahead entry): if the process died before the write was read back,
+/// the undo reads the object to tell whether the write happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pending {
+    /// The object as it was to be written (its key is the pending write's key).
+    pub desired: Value,
+    /// The object as it was before the write; absent: there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+}
+
+/// The rollback file. Rewritten before and after every write of a move
+/// (a [`Pending`] entry first, replaced by the written object once the API
+/// server answered), so that it covers every write even when the move is
+/// killed half-way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackFile {
@@ -62,6 +81,10 @@ pub struct RollbackFile {
     /// Source objects deleted, as stored just before the delete.
     #[serde(default)]
     pub deleted: Vec<Value>,
+    /// Writes into the target recorded but not yet read back (at most one
+    /// when `migrate` wrote the file; absent in files of earlier releases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
 }
 
 impl RollbackFile {
@@ -75,6 +98,7 @@ impl RollbackFile {
             created: Vec::new(),
             replaced: Vec::new(),
             deleted: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -98,7 +122,11 @@ impl RollbackFile {
                     ("replaced.after", &r.after, &file.to),
                 ]
             }))
-            .chain(file.deleted.iter().map(|o| ("deleted", o, &file.from)));
+            .chain(file.deleted.iter().map(|o| ("deleted", o, &file.from)))
+            .chain(file.pending.iter().flat_map(|p| {
+                std::iter::once(("pending.desired", &p.desired, &file.to))
+                    .chain(p.before.iter().map(|b| ("pending.before", b, &file.to)))
+            }));
         for (section, o, ns) in objects {
             let Some(_) = Kind::of(o) else {
                 return Err(RollbackFileError::NotMovedKind {
@@ -113,6 +141,14 @@ impl RollbackFile {
                     section,
                     object: describe(o),
                     namespace: ns.clone(),
+                });
+            }
+        }
+        for p in &file.pending {
+            if let Some(b) = p.before.as_ref().filter(|b| key(b) != key(&p.desired)) {
+                return Err(RollbackFileError::PendingMismatch {
+                    desired: describe(&p.desired),
+                    before: describe(b),
                 });
             }
         }
@@ -131,6 +167,7 @@ impl RollbackFile {
             .iter()
             .chain(self.replaced.iter().map(|r| &r.after))
             .chain(&self.created)
+            .chain(self.pending.iter().map(|p| &p.desired))
             .filter_map(key)
             .collect();
         keys.sort();
@@ -200,17 +237,119 @@ fn order(objs: &mut [Value]) {
     objs.sort_by_key(key);
 }
 
+/// Whether every field of `want` is in `have` with the same value (arrays
+/// element by element, of the same length): `have` may carry more, such as
+/// the defaults the API server filled in.
+pub fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| contains(hv, wv))
+        }
+        _ => have == want,
+    }
+}
+
+/// Whether `now` is `desired` as the API server stores it: the same
+/// metadata (labels, annotations, finalizers, all [`strip`] keeps), and
+/// every spec field written, with any defaults the API server added.
+fn written_as(now: &Value, desired: &Value) -> bool {
+    let (n, d) = (strip(now), strip(desired));
+    n.get("metadata") == d.get("metadata") && contains(&n, &d)
+}
+
+/// What a [`Pending`] write turned out to be, read against the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingOutcome {
+    /// The object is as it was before (or still absent): nothing to undo.
+    NotWritten,
+    /// The object is as it was to be written (`now`): undo it like a
+    /// created (no `before`) or replaced object.
+    Written { now: Value },
+    /// The object is gone although there was one before: put `before` back
+    /// (like a replaced object deleted since).
+    Gone,
+    /// Neither as before nor as it was to be written: changed since.
+    Changed { now: Value },
+}
+
+/// Reads a pending write against the object as it is now (`now`): as
+/// before means not written; the same metadata and every field written
+/// (see [`contains`]; the API server adds defaults) means written.
+pub fn resolve_pending(p: &Pending, now: Option<&Value>) -> PendingOutcome {
+    match (now, &p.before) {
+        (None, None) => PendingOutcome::NotWritten,
+        (None, Some(_)) => PendingOutcome::Gone,
+        // as before; or still the sync loop's placeholder, which it may
+        // have rewritten meanwhile (an earlier release's shape)
+        (Some(c), Some(b))
+            if uid(c) == uid(b)
+                && (same_content(c, b) || (is_placeholder(b) && is_placeholder(c))) =>
+        {
+            PendingOutcome::NotWritten
+        }
+        (Some(c), _) if written_as(c, &p.desired) => PendingOutcome::Written { now: c.clone() },
+        (Some(c), _) => PendingOutcome::Changed { now: c.clone() },
+    }
+}
+
+/// `file` with its pending writes resolved against `current` (written ones
+/// moved to `created`/`replaced`), and the notes and refusals they give.
+fn fold_pending(
+    file: &RollbackFile,
+    current: &BTreeMap<Key, Value>,
+    force: bool,
+    plan: &mut RollbackPlan,
+) -> RollbackFile {
+    let mut out = file.clone();
+    out.pending.clear();
+    for p in &file.pending {
+        let now = key(&p.desired).and_then(|k| current.get(&k));
+        let what = describe(&p.desired);
+        let undo = |out: &mut RollbackFile, now: Value| match &p.before {
+            None => out.created.push(now),
+            Some(b) => out.replaced.push(Replaced {
+                before: b.clone(),
+                after: now,
+            }),
+        };
+        match resolve_pending(p, now) {
+            PendingOutcome::NotWritten => plan.notes.push(format!(
+                "{what}: the write migrate was about to make did not happen: nothing to undo"
+            )),
+            PendingOutcome::Written { now } => undo(&mut out, now),
+            PendingOutcome::Changed { now } if force => undo(&mut out, now),
+            PendingOutcome::Changed { .. } => plan.refusals.push(format!(
+                "refusing to undo the write migrate was about to make to {what}: it is neither as it was before nor as migrate was writing it (--force undoes it anyway)"
+            )),
+            PendingOutcome::Gone => {
+                if let Some(b) = &p.before {
+                    out.replaced.push(Replaced {
+                        before: b.clone(),
+                        after: p.desired.clone(),
+                    })
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Plans the undo of `file` against the objects as they are now (`current`,
 /// keyed by [`key`]). A created or replaced object is only removed when it
 /// is the same object (uid) with the same content as written; otherwise the
 /// undo is refused (with `force`: removed anyway, but never one with
-/// another uid, which `migrate` did not create).
+/// another uid, which `migrate` did not create). A pending write is first
+/// resolved ([`resolve_pending`]): undone if it happened, left if not.
 pub fn plan_rollback(
     file: &RollbackFile,
     current: &BTreeMap<Key, Value>,
     force: bool,
 ) -> RollbackPlan {
     let mut plan = RollbackPlan::default();
+    let file = &fold_pending(file, current, force, &mut plan);
     let now = |o: &Value| key(o).and_then(|k| current.get(&k));
 
     let mut deleted = file.deleted.clone();

@@ -216,8 +216,12 @@ func AllScenarios() []Scenario {
 		{"fault-sigterm", scenarioFaultSIGTERM},
 		{"fault-apiserver-restart", scenarioFaultAPIServer},
 		{"fault-watch-stall", scenarioFaultWatchStall},
-		{"fault-etcd-restart", scenarioFaultEtcd},
-		{"fault-apiserver-throttled", scenarioFaultThrottled},
+		// SIGKILL mid-write: nothing left half-done (scenario_fault_kill_*.go)
+		{"fault-kill-mid-rollout", scenarioFaultKillMidRollout},
+		{"fault-kill-mid-migrate", scenarioFaultKillMidMigrate},
+		// not registered yet: scenarioFaultEtcd (fault-etcd-restart) and
+		// scenarioFaultThrottled (fault-apiserver-throttled) were written but
+		// have never run; they join the suite once they have passed (issue 20)
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},
