@@ -17,3 +17,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod yaml;

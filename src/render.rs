@@ -91,9 +91,9 @@ pub enum InputError {
 /// Why a file is not exactly one YAML or JSON document.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    /// Neither YAML nor JSON.
-    #[error("not valid YAML or JSON: {0}")]
-    Syntax(#[source] serde_yaml_ng::Error),
+    /// Neither YAML nor JSON, or its aliases expand past the budget.
+    #[error("{0}")]
+    Syntax(#[source] crate::yaml::YamlError),
     /// A second document follows the first.
     #[error("the file holds more than one document; give exactly one")]
     MoreThanOne,
@@ -145,10 +145,11 @@ pub fn read_document(path: &Path) -> Result<Value, InputError> {
 }
 
 /// Parses one YAML (or JSON, which is YAML) document; stops at the second.
+/// Aliases may not expand it past [`crate::yaml::budget`] of its length.
 pub fn parse_document(text: &str) -> Result<Value, DocumentError> {
     let mut found: Option<Value> = None;
-    for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v: Value = serde::Deserialize::deserialize(doc).map_err(DocumentError::Syntax)?;
+    for doc in crate::yaml::documents(text) {
+        let v = doc.map_err(DocumentError::Syntax)?;
         if v.is_null() {
             continue;
         }

@@ -1,5 +1,6 @@
 //! Inputs the fuzzers (fuzz/) found, kept as tests through the same entry
-//! points: `Admission::review` (what `/mutate` calls) and `render`.
+//! points: `Admission::review` (what `/mutate` calls), `render`, and
+//! `migrate --rollback`'s file parsing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -129,4 +130,58 @@ fn a_template_that_is_not_an_object_is_denied_not_patched() {
     let answer = rt.block_on(a.review(&serde_json::to_vec(&review).expect("json")));
     let v: Value = serde_json::from_slice(&answer.body).expect("json answer");
     assert!(v["response"]["patch"].is_string(), "{v}");
+}
+
+/// `n` aliases to an anchor of `k` scalars under `key`: about 2 (k + n)
+/// bytes of text, k * n values once expanded.
+fn laughs(key: &str, k: usize, n: usize) -> String {
+    format!(
+        "x: &a [{}]\n{key}: [{}]\n",
+        vec!["x"; k].join(","),
+        vec!["*a"; n].join(",")
+    )
+}
+
+/// Found checking the fuzz targets' parsers for alias expansion ("billion
+/// laughs"): a 50 KB file of 10,000 aliases to a 10,000-entry anchor took
+/// `render` 69 s and 4 GB (serde_yaml_ng limits the number of aliases, not
+/// what they replay). Now the decode stops at 2 units per byte of text.
+#[test]
+fn render_refuses_aliases_that_expand_past_the_budget() {
+    use serverconfig_webhook::render::{parse_document, DocumentError};
+    use serverconfig_webhook::yaml::YamlError;
+    let text = laughs("spec", 10_000, 10_000);
+    let started = std::time::Instant::now();
+    let err = parse_document(&text).expect_err("100 M values");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        matches!(err, DocumentError::Syntax(YamlError::Expands { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("aliases expand"), "{err}");
+    // A few aliases are still fine.
+    let small = parse_document(&laughs("spec", 3, 3)).expect("9 values");
+    assert_eq!(small["spec"][2], json!(["x", "x", "x"]));
+}
+
+/// The same for `migrate --rollback`'s file (the same decoder).
+#[test]
+fn a_rollback_file_whose_aliases_expand_past_the_budget_is_refused() {
+    use serverconfig_webhook::migrate::rollback::{RollbackFile, RollbackFileError};
+    use serverconfig_webhook::yaml::YamlError;
+    let head = "apiVersion: serverconfig-webhook/v1\nkind: MigrationRollback\nfrom: a\nto: b\n";
+    let text = format!("{head}{}", laughs("deleted", 10_000, 10_000));
+    let started = std::time::Instant::now();
+    let err = RollbackFile::parse(&text).expect_err("100 M values");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        matches!(err, RollbackFileError::Syntax(YamlError::Expands { .. })),
+        "{err}"
+    );
+    // An alias of one object is still a file.
+    let ok = format!(
+        "{head}created:\n- &o {{apiVersion: mlops.seldon.io/v1alpha1, kind: Server, metadata: {{name: s, namespace: b}}}}\nreplaced:\n- {{before: *o, after: *o}}\n"
+    );
+    let file = RollbackFile::parse(&ok).expect("a valid file");
+    assert_eq!(file.replaced[0].before, file.created[0]);
 }

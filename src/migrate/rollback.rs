@@ -17,9 +17,12 @@ pub const FILE_KIND: &str = "MigrationRollback";
 /// Why a rollback file was not accepted: nothing of it is undone.
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackFileError {
-    /// Neither YAML nor JSON of the file's shape.
+    /// Neither YAML nor JSON, or its aliases expand past the budget.
     #[error("not a rollback file: {0}")]
-    Syntax(#[source] serde_yaml_ng::Error),
+    Syntax(#[source] crate::yaml::YamlError),
+    /// YAML or JSON, but not of the file's shape.
+    #[error("not a rollback file: {0}")]
+    Shape(#[source] serde_json::Error),
     /// Another `apiVersion`/`kind`.
     #[error("not a rollback file: apiVersion/kind are {api_version:?}/{kind:?}, want {FILE_API_VERSION}/{FILE_KIND}")]
     WrongType { api_version: String, kind: String },
@@ -103,9 +106,10 @@ impl RollbackFile {
     }
 
     /// Reads a rollback file (YAML or JSON) and checks every object in it.
+    /// Aliases may not expand it past [`crate::yaml::budget`] of its length.
     pub fn parse(text: &str) -> Result<RollbackFile, RollbackFileError> {
-        let file: RollbackFile =
-            serde_yaml_ng::from_str(text).map_err(RollbackFileError::Syntax)?;
+        let value = crate::yaml::one_document(text).map_err(RollbackFileError::Syntax)?;
+        let file: RollbackFile = serde_json::from_value(value).map_err(RollbackFileError::Shape)?;
         if file.api_version != FILE_API_VERSION || file.kind != FILE_KIND {
             return Err(RollbackFileError::WrongType {
                 api_version: file.api_version,
