@@ -92,6 +92,22 @@ func reviewAnswer(status int, body []byte, uid string, want []string) (string, e
 	return string(p), nil
 }
 
+// PostReview sends one AdmissionReview body to url and checks the answer
+// as reviewAnswer does (200, uid echoed, allowed); it returns the decoded
+// patch.
+func PostReview(client *http.Client, url string, body []byte, uid string) (string, error) {
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	return reviewAnswer(resp.StatusCode, rb, uid, nil)
+}
+
 // imageList is the sorted image values of a container -> image map.
 func imageList(m map[string]string) []string {
 	var out []string
