@@ -109,7 +109,8 @@ type soak struct {
 	changed int
 	// answer checks
 	fresh, stale, wrong atomic.Int64
-	worstAge            atomic.Int64 // ns: the stalest stale answer's age
+	superseded          atomic.Int64 // answers applying a version already superseded when the review was sent
+	worstAge            atomic.Int64 // ns: the longest such a version had been superseded
 	mu                  sync.Mutex
 	firstBad            []string
 	changes, changeErrs atomic.Int64
@@ -275,18 +276,21 @@ func (k *soak) check(i int64, sent, answered time.Time, patch string) error {
 	t := k.target(i)
 	hs := t.hist.snapshot()
 	v, verd, age := judge(hs, sent, answered, k.o.Bound, patch)
-	switch verd {
-	case fresh:
-		k.fresh.Add(1)
-		return nil
-	case stale:
-		k.stale.Add(1)
+	if age > 0 {
+		k.superseded.Add(1)
 		for {
 			w := k.worstAge.Load()
 			if int64(age) <= w || k.worstAge.CompareAndSwap(w, int64(age)) {
 				break
 			}
 		}
+	}
+	switch verd {
+	case fresh:
+		k.fresh.Add(1)
+		return nil
+	case stale:
+		k.stale.Add(1)
 		k.note(fmt.Sprintf("%s stale: %s/%s applied %s, superseded %.2f s before the review was sent", sent.Format("15:04:05.000"), t.ns, t.config, hs[v].Tag, age.Seconds()))
 	case wrong:
 		k.wrong.Add(1)
@@ -547,6 +551,7 @@ func (k *soak) report(total time.Duration, f scenarios.LoadFigures, samples []so
 		"answers_fresh":           k.fresh.Load(),
 		"answers_stale":           k.stale.Load(),
 		"answers_wrong":           k.wrong.Load(),
+		"answers_superseded":      k.superseded.Load(),
 		"stalest_answer_s":        round3(time.Duration(k.worstAge.Load()).Seconds()),
 		"staleness_bound_s":       o.Bound.Seconds(),
 		"latency_ms":              map[string]float64{"p50": ms(f.P50), "p99": ms(f.P99), "max": ms(f.Max)},
@@ -573,8 +578,8 @@ func (k *soak) report(total time.Duration, f scenarios.LoadFigures, samples []so
 		return 0, err
 	}
 	fmt.Println(string(b))
-	fmt.Fprintf(os.Stderr, "soak: %d reviews (%.0f/s), %d failed, %d stale, %d wrong, %d not sent; RSS %.1f-%.1f MiB after %.0f s warm-up, slope %.2f MiB/h (95%% CI %.2f to %.2f); fds %.0f-%.0f, threads %.0f-%.0f; wrote %s\n",
-		f.Started, f.Rate, f.Failed, k.stale.Load(), k.wrong.Load(), f.NotSent, minRSS, maxRSS, wu, fit.Slope, fit.Lo, fit.Hi,
+	fmt.Fprintf(os.Stderr, "soak: %d reviews (%.0f/s), %d failed, %d stale, %d wrong, %d not sent, stalest answer %.3f s; RSS %.1f-%.1f MiB after %.0f s warm-up, slope %.2f MiB/h (95%% CI %.2f to %.2f); fds %.0f-%.0f, threads %.0f-%.0f; wrote %s\n",
+		f.Started, f.Rate, f.Failed, k.stale.Load(), k.wrong.Load(), f.NotSent, time.Duration(k.worstAge.Load()).Seconds(), minRSS, maxRSS, wu, fit.Slope, fit.Lo, fit.Hi,
 		minOf(fds), maxOf(fds), minOf(thr), maxOf(thr), o.Out)
 	if len(failures) > 0 {
 		fmt.Fprintf(os.Stderr, "soak: FAIL: %s\n", strings.Join(failures, "; "))

@@ -90,7 +90,7 @@ func appliedVersion(hs []scVersion, patch string) int {
 // [sent-bound, answered]: no older than bound when the review was sent,
 // and possibly newer than the review itself. Returns the version's index
 // (-1 for wrong) and how long before sent it had been superseded (0 when
-// fresh or wrong).
+// it had not been, or wrong).
 func judge(hs []scVersion, sent, answered time.Time, bound time.Duration, patch string) (int, verdict, time.Duration) {
 	k := appliedVersion(hs, patch)
 	if k < 0 {
@@ -106,10 +106,11 @@ func judge(hs []scVersion, sent, answered time.Time, bound time.Duration, patch 
 	if end.IsZero() {
 		return k, fresh, 0 // the next write has not returned yet
 	}
-	if age := sent.Sub(end); age > bound {
+	age := max(sent.Sub(end), 0)
+	if age > bound {
 		return k, stale, age
 	}
-	return k, fresh, 0
+	return k, fresh, age
 }
 
 // slopeFit is a least-squares line through (x, y) with a 95% confidence

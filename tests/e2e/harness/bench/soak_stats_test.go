@@ -29,8 +29,8 @@ func TestJudge(t *testing.T) {
 		age          float64
 	}{
 		{"fixture before any change", patch(0), 1, 1.01, fresh, 0, 0},
-		{"fixture just after the first change", patch(0), 10.2, 10.21, fresh, 0, 0},
-		{"fixture 4.9 s after it was superseded", patch(0), 15, 15.01, fresh, 0, 0},
+		{"fixture just after the first change", patch(0), 10.2, 10.21, fresh, 0, 0.1},
+		{"fixture 4.9 s after it was superseded", patch(0), 15, 15.01, fresh, 0, 4.9},
 		{"fixture 5.4 s after it was superseded", patch(0), 15.5, 15.51, stale, 0, 5.4},
 		{"current version", patch(1), 12, 12.01, fresh, 1, 0},
 		{"a version written while the review was in flight", patch(2), 19.95, 20.05, fresh, 2, 0},
