@@ -364,6 +364,12 @@ func (k *soak) rotator(ctx context.Context, t0 time.Time, pki, vol string) {
 			return
 		case <-t.C:
 		}
+		// a leaf swapped in as the load ends would never be used: none in
+		// its last 5 s (the ticker and the deadline fire together when
+		// -rotate-every divides -minutes)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 5*time.Second {
+			return
+		}
 		r := map[string]any{"at_s": round3(time.Since(t0).Seconds())}
 		serial, err := scenarios.RotateLeaf(k.s.WH.CA, pki, fmt.Sprintf("soak-leaf-%d", n), vol)
 		if err == nil {
