@@ -190,8 +190,15 @@ impl Builds {
 /// Builds everything, then runs the harness's `mode` with the flags of `o`
 /// and `extra` (passed as given) until it exits; its exit code becomes ours.
 pub fn drive(mode: &str, o: &E2eArgs, extra: &[String]) -> Result<()> {
+    drive_with(mode, o, extra, true)
+}
+
+/// [`drive`], building the deploy scenarios' peers (cert-manager, helm,
+/// kustomize, krew, the collector) only when `deploy`: a mode that runs no
+/// scenario (the soak) does not need them.
+pub fn drive_with(mode: &str, o: &E2eArgs, extra: &[String], deploy: bool) -> Result<()> {
     let t0 = Instant::now();
-    let builds = Builds::prepare(&o.k8s, true, o.webhook.as_deref(), o.release)?;
+    let builds = Builds::prepare(&o.k8s, deploy, o.webhook.as_deref(), o.release)?;
     eprintln!("e2e: builds ready in {:.1}s", t0.elapsed().as_secs_f64());
     if o.build_only {
         return Ok(());

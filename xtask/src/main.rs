@@ -1,7 +1,7 @@
 //! Project tasks, `cargo xtask <task>` (the alias is in .cargo/config.toml):
 //! the command line and its dispatch. Each task lives in its own module:
 //! `ci` (`test`, what CI runs), `e2e` (`e2e`, `demo`), `bench` (`bench`,
-//! `bench-e2e`), `deny`; `peers` builds the e2e peers, `process` runs
+//! `bench-e2e`), `soak`, `deny`; `peers` builds the e2e peers, `process` runs
 //! programs.
 
 mod bench;
@@ -10,6 +10,7 @@ mod deny;
 mod e2e;
 mod peers;
 mod process;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,20 @@ enum Task {
     /// --webhook is given.
     #[command(name = "bench-e2e", args_override_self = true)]
     BenchE2e(bench::BenchE2eArgs),
+    /// Issue 20's soak: reviews at a fixed rate for an hour while
+    /// ServerConfigs change and the certificate rotates (not part of `test`)
+    ///
+    /// The load fixture's 1,000 namespaces on the e2e control plane, `serve`
+    /// with the shipped flags (release build unless --debug or --webhook);
+    /// every answer's images checked against the ServerConfig history (5 s
+    /// staleness bound), RSS, descriptors and threads sampled every 10 s.
+    /// Exits 1 when a review failed or was stale, or memory, descriptors or
+    /// threads grew; samples and summary in --out. See docs/reliability.md.
+    #[command(
+        args_override_self = true,
+        after_help = "Environment:\n  SERVERCONFIG_E2E_CACHE  peer cache folder [default: <repo>/.cache/peers]"
+    )]
+    Soak(soak::SoakArgs),
     /// The chart's alert rules and dashboard against promtool and a scrape
     ///
     /// Builds promtool from its pinned module (tests/e2e/peers/prometheus-v*,
@@ -105,6 +120,7 @@ impl Task {
             Task::Demo(_) => "demo",
             Task::Bench(_) => "bench",
             Task::BenchE2e(_) => "bench-e2e",
+            Task::Soak(_) => "soak",
             Task::Monitoring => "monitoring",
             Task::Deny => "deny",
         }
@@ -119,6 +135,7 @@ fn main() -> ExitCode {
         Task::Demo(o) => e2e::demo(o),
         Task::Bench(o) => bench::run(o),
         Task::BenchE2e(o) => bench::bench_e2e(o),
+        Task::Soak(o) => soak::run(o),
         Task::Monitoring => ci::monitoring(),
         Task::Deny => deny::check(),
     };

@@ -91,6 +91,12 @@ fn documented_invocations_parse() {
         "bench-e2e --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out kyverno.jsonl",
         "bench-e2e --no-kyverno --modes none,webhook",
         "bench-e2e --webhook target/release/serverconfig-webhook --clients 1,50 --modes none,webhook,kyverno --namespaces 1000 --rounds 3 --out target/bench-results/kyverno.jsonl",
+        "soak",
+        "soak --minutes 3",
+        "soak --minutes 10",
+        "soak --minutes 60 --rate 200 --rotate-every 10m --change-every 3s",
+        "soak --k8s 1.35 --keep --work-dir /tmp/soak --webhook target/release/serverconfig-webhook",
+        "soak --debug --out target/soak-results",
         "deny",
         "monitoring",
     ];
@@ -115,6 +121,14 @@ fn bad_invocations_fail() {
         "test --sync",
         "deny --k8s 1.35",
         "monitoring --k8s 1.35",
+        "soak --minutes 0",
+        "soak --minutes 1.5",
+        "soak --rate 0",
+        "soak --rotate-every 10",
+        "soak --rotate-every 0s",
+        "soak --change-every 3x",
+        "soak --change-every -3s",
+        "soak --run x",
     ] {
         assert!(parse(line).is_err(), "cargo xtask {line} parsed");
     }
@@ -219,4 +233,48 @@ fn bench_e2e_kyverno_is_on_unless_no_kyverno() {
     assert!(o.harness_args().is_empty());
     // `test` has no such flag: it never builds Kyverno
     assert!(parse("test --no-kyverno").is_err());
+}
+
+#[test]
+fn soak_flags_reach_the_harness_after_a_double_dash() {
+    let Ok(Task::Soak(o)) = parse("soak") else {
+        panic!("soak did not parse");
+    };
+    assert_eq!((o.minutes, o.rate), (60, 200));
+    assert_eq!(
+        o.harness_args("r"),
+        [
+            "--",
+            "-minutes=60",
+            "-rate=200",
+            "-rotate-every=600000ms",
+            "-change-every=3000ms",
+            "-out=r"
+        ]
+    );
+    let e = o.e2e_args();
+    assert!(e.release && e.verbose && !e.keep);
+    assert_eq!(e.k8s, e2e::DEFAULT_K8S);
+    let Ok(Task::Soak(o)) = parse(
+        "soak --minutes 3 --rate 50 --rotate-every 90s --change-every 500ms --debug --keep --work-dir w",
+    ) else {
+        panic!("soak did not parse");
+    };
+    assert_eq!(
+        o.harness_args("r")[1..5],
+        [
+            "-minutes=3",
+            "-rate=50",
+            "-rotate-every=90000ms",
+            "-change-every=500ms"
+        ]
+    );
+    let e = o.e2e_args();
+    assert!(!e.release && e.keep);
+    assert_eq!(e.work_dir.as_deref(), Some("w"));
+    assert_eq!(e.harness_args(), ["--work-dir=w", "--keep", "-v"]);
+    let Ok(Task::Soak(o)) = parse("soak --rotate-every 1h") else {
+        panic!("soak did not parse");
+    };
+    assert_eq!(o.rotate_every, std::time::Duration::from_secs(3600));
 }

@@ -11,6 +11,10 @@
 //	e2e bench [flags]  issue 6 benchmarks 3/4: concurrent StatefulSet creates
 //	                   with the webhook, without it, and (1.36+) with a
 //	                   MutatingAdmissionPolicy; JSON lines (bench/bench_e2e.go)
+//	e2e soak [flags] -- [soak flags]
+//	                   issue 20's soak: reviews at a fixed rate for minutes while
+//	                   ServerConfigs change and the certificate rotates; RSS,
+//	                   descriptors and threads sampled (bench/soak.go)
 package main
 
 import (
@@ -73,6 +77,9 @@ func main() {
 	case "bench-fixture":
 		// its own flags follow "--" (bench/bench_fixture.go)
 		code = bench.RunFixture(cfg, fs.Args())
+	case "soak":
+		// its own flags follow "--" (bench/soak.go)
+		code = bench.RunSoak(cfg, fs.Args())
 	default:
 		usage()
 		code = 2
@@ -81,5 +88,5 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: e2e run|demo|bench [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
+	fmt.Fprintln(os.Stderr, "usage: e2e run|demo|bench|bench-fixture|soak [flags]  (normally started by `cargo xtask e2e` / `cargo xtask demo`)")
 }

@@ -133,17 +133,6 @@ func benchFixtureSetup(cfg controlplane.Config, n int, flags string) (*BenchFixt
 	if err := cp.InstallCRDs(ctx, cfg.CRDs); err != nil {
 		return nil, err
 	}
-	// a client that may go fast: thousands of creates
-	fast := rest.CopyConfig(cp.Rest)
-	fast.QPS, fast.Burst = 5000, 5000
-	kube, err := kubernetes.NewForConfig(fast)
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(fast)
-	if err != nil {
-		return nil, err
-	}
 	wh, err := controlplane.NewWebhook(cfg, cp)
 	if err != nil {
 		return nil, err
@@ -167,6 +156,48 @@ func benchFixtureSetup(cfg controlplane.Config, n int, flags string) (*BenchFixt
 		if err := cp.EnsureNamespace(ctx, ns); err != nil {
 			return nil, err
 		}
+	}
+	servers, err := createBenchNamespaces(ctx, cp, fixtures, n)
+	if err != nil {
+		return nil, err
+	}
+	if err := wh.Start(); err != nil {
+		return nil, err
+	}
+	args := []string{"serve"}
+	if wh.Proc != nil {
+		args = wh.Proc.Cmd.Args[1:]
+	}
+	return &BenchFixture{
+		URL:                 fmt.Sprintf("https://127.0.0.1:%d", wh.Port),
+		MetricsURL:          fmt.Sprintf("http://127.0.0.1:%d/metrics", wh.MetricsPort),
+		CA:                  wh.CA.Path,
+		Cert:                wh.Cert.Cert,
+		Key:                 wh.Cert.Key,
+		PID:                 wh.Proc.Cmd.Process.Pid,
+		Kubeconfig:          filepath.Clean(wh.Kubeconfig),
+		ControllerNamespace: k8s.ControllerNS,
+		Namespaces:          n,
+		Servers:             servers,
+		ServeArgs:           args,
+	}, nil
+}
+
+// createBenchNamespaces creates the fixture's objects: the released
+// ServerConfigs of benchConfigs in the controller namespace, and n
+// namespaces bench-NNNN each with 3 team ServerConfigs and 3 Servers
+// (benchNamespace), 32 at a time; it returns the Servers in namespace order.
+func createBenchNamespaces(ctx context.Context, cp *controlplane.ControlPlane, fixtures *k8s.Fixtures, n int) ([]BenchServer, error) {
+	// a client that may go fast: thousands of creates
+	fast := rest.CopyConfig(cp.Rest)
+	fast.QPS, fast.Burst = 5000, 5000
+	kube, err := kubernetes.NewForConfig(fast)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(fast)
+	if err != nil {
+		return nil, err
 	}
 	util.Step("bench-fixture: creating %d namespaces with %d ServerConfigs and Servers each", n, len(benchConfigs))
 	for _, c := range benchConfigs {
@@ -206,26 +237,7 @@ func benchFixtureSetup(cfg controlplane.Config, n int, flags string) (*BenchFixt
 		return nil, firstErr
 	}
 	util.Step("bench-fixture: %d objects created in %.1fs", n*(1+2*len(benchConfigs)), time.Since(t).Seconds())
-	if err := wh.Start(); err != nil {
-		return nil, err
-	}
-	args := []string{"serve"}
-	if wh.Proc != nil {
-		args = wh.Proc.Cmd.Args[1:]
-	}
-	return &BenchFixture{
-		URL:                 fmt.Sprintf("https://127.0.0.1:%d", wh.Port),
-		MetricsURL:          fmt.Sprintf("http://127.0.0.1:%d/metrics", wh.MetricsPort),
-		CA:                  wh.CA.Path,
-		Cert:                wh.Cert.Cert,
-		Key:                 wh.Cert.Key,
-		PID:                 wh.Proc.Cmd.Process.Pid,
-		Kubeconfig:          filepath.Clean(wh.Kubeconfig),
-		ControllerNamespace: k8s.ControllerNS,
-		Namespaces:          n,
-		Servers:             servers,
-		ServeArgs:           args,
-	}, nil
+	return servers, nil
 }
 
 // benchNamespace creates namespace bench-NNNN, its ServerConfigs and Servers.

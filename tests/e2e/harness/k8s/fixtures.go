@@ -79,6 +79,20 @@ func (f *Fixtures) ServerConfig(base, name, ns, images string) *unstructured.Uns
 	return o
 }
 
+// WithImageSuffix is sc with suffix appended to every container's image
+// (a new version of a ServerConfig, e.g. a new tag); sc is changed in place
+// and returned.
+func WithImageSuffix(sc *unstructured.Unstructured, suffix string) *unstructured.Unstructured {
+	cs, _, _ := unstructured.NestedSlice(sc.Object, "spec", "podSpec", "containers")
+	for i, c := range cs {
+		cm := c.(map[string]any)
+		cm["image"] = fmt.Sprint(cm["image"]) + suffix
+		cs[i] = cm
+	}
+	_ = unstructured.SetNestedSlice(sc.Object, cs, "spec", "podSpec", "containers")
+	return sc
+}
+
 // ControllerNSConfig is the controller-namespace ServerConfig in a form.
 func (f *Fixtures) ControllerNSConfig(base, name string, form ServerConfigForm) *unstructured.Unstructured {
 	if form == FormEmpty {

@@ -132,7 +132,7 @@ func scenarioDeployRenewal(ctx context.Context, s *Suite) error {
 
 	s.r.Check(checkName(sc, "new-leaf"), newLeaf != nil && oldLeaf != nil && newLeaf.SerialNumber.Cmp(oldLeaf.SerialNumber) != 0 &&
 		!bytes.Equal(newSec.Data["tls.key"], oldSec.Data["tls.key"]) && newLeaf.Issuer.CommonName == controlplane.CACertName,
-		"serial %s -> %s, new private key (rotationPolicy: Always), issuer %q", serialHex(oldLeaf), serialHex(newLeaf), issuerCN(newLeaf))
+		"serial %s -> %s, new private key (rotationPolicy: Always), issuer %q", SerialHex(oldLeaf), SerialHex(newLeaf), issuerCN(newLeaf))
 	secs := tServed.Sub(tSecret).Seconds()
 	s.r.Check(checkName(sc, "new-leaf-served"), perr == nil && served != nil && secs <= 10,
 		"served %.2fs after the Secret changed (volume updated %.3fs after it; webhook reload interval 1s) %v", secs, tWritten.Sub(tSecret).Seconds(), perr)
@@ -240,7 +240,8 @@ func (l *admissionLoad) errorsText() string {
 	return "; first errors: " + strings.Join(l.errors, "; ")
 }
 
-func serialHex(c *x509.Certificate) string {
+// SerialHex is a certificate's serial number in hex ("?" for none), to tell leaves apart.
+func SerialHex(c *x509.Certificate) string {
 	if c == nil {
 		return "?"
 	}

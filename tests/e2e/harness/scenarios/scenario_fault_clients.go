@@ -226,11 +226,11 @@ func (a *attacks) largeReviews(ctx context.Context, ns, server string, k int) (s
 		return "", err
 	}
 	desired.Annotations["attack"] = strings.Repeat("x", (6<<20)-64<<10)
-	body, err := admissionReviewFor(desired, "attack")
+	body, err := AdmissionReviewFor(desired, "attack")
 	if err != nil {
 		return "", err
 	}
-	client, _ := webhookClient([][]byte{a.w.CA.CertPEM}, nil)
+	client, _ := WebhookClient([][]byte{a.w.CA.CertPEM}, nil)
 	var mu sync.Mutex
 	statuses := map[int]int{}
 	var wg sync.WaitGroup
@@ -357,11 +357,11 @@ func (s *Suite) goodReview(ctx context.Context, w *controlplane.Webhook, ns, ser
 	}); err != nil {
 		return nil, err
 	}
-	body, err := admissionReviewFor(desired, "good")
+	body, err := AdmissionReviewFor(desired, "good")
 	if err != nil {
 		return nil, err
 	}
-	client, _ := webhookClient([][]byte{w.CA.CertPEM}, nil)
+	client, _ := WebhookClient([][]byte{w.CA.CertPEM}, nil)
 	return func() error {
 		resp, err := client.Post(fmt.Sprintf("https://127.0.0.1:%d/mutate", w.Port), "application/json", bytes.NewReader(body))
 		if err != nil {

@@ -23,13 +23,14 @@ import (
 	"serverconfig-webhook/e2e/harness/util"
 )
 
-// Helpers of the fault scenarios (scenario_fault_*.go): a realistic
-// AdmissionReview for a Server-owned StatefulSet, and an open-loop load
-// generator that sends it to a webhook's /mutate directly over TLS.
+// Helpers of the fault scenarios (scenario_fault_*.go) and of the soak
+// (bench/soak.go): a realistic AdmissionReview for a Server-owned
+// StatefulSet, and an open-loop load generator that sends it to a webhook's
+// /mutate directly over TLS.
 
-// admissionReviewFor is the AdmissionReview the API server sends for a
+// AdmissionReviewFor is the AdmissionReview the API server sends for a
 // CREATE of sts by the Seldon controller's ServiceAccount.
-func admissionReviewFor(sts *appsv1.StatefulSet, uid string) ([]byte, error) {
+func AdmissionReviewFor(sts *appsv1.StatefulSet, uid string) ([]byte, error) {
 	obj := sts.DeepCopy()
 	obj.APIVersion, obj.Kind = "apps/v1", "StatefulSet"
 	raw, err := json.Marshal(obj)
@@ -91,6 +92,22 @@ func reviewAnswer(status int, body []byte, uid string, want []string) (string, e
 	return string(p), nil
 }
 
+// PostReview sends one AdmissionReview body to url and checks the answer
+// as reviewAnswer does (200, uid echoed, allowed); it returns the decoded
+// patch.
+func PostReview(client *http.Client, url string, body []byte, uid string) (string, error) {
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	return reviewAnswer(resp.StatusCode, rb, uid, nil)
+}
+
 // imageList is the sorted image values of a container -> image map.
 func imageList(m map[string]string) []string {
 	var out []string
@@ -101,10 +118,10 @@ func imageList(m map[string]string) []string {
 	return out
 }
 
-// webhookClient is an HTTP/1.1 client for a webhook serving a certificate
+// WebhookClient is an HTTP/1.1 client for a webhook serving a certificate
 // for 127.0.0.1 signed by one of cas; onHandshake sees every new
 // connection's leaf.
-func webhookClient(cas [][]byte, onHandshake func(*x509.Certificate)) (*http.Client, *http.Transport) {
+func WebhookClient(cas [][]byte, onHandshake func(*x509.Certificate)) (*http.Client, *http.Transport) {
 	pool := x509.NewCertPool()
 	for _, c := range cas {
 		pool.AppendCertsFromPEM(c)
@@ -126,23 +143,27 @@ func webhookClient(cas [][]byte, onHandshake func(*x509.Certificate)) (*http.Cli
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr
 }
 
-// openLoad is an open-loop load generator: requests are started on a fixed
-// schedule (rate per second) whatever the answers take, each on its own
-// goroutine, at most maxInFlight at once (beyond that a scheduled request
+// OpenLoad is an open-loop load generator: requests are started on a fixed
+// schedule (Rate per second) whatever the answers take, each on its own
+// goroutine, at most MaxInFlight at once (beyond that a scheduled request
 // is counted as not sent: the generator, not the webhook, was saturated).
-type openLoad struct {
-	url    string
-	client *http.Client
-	rate   int
-	body   func(i int64) ([]byte, string) // request body and its uid
-	want   []string
-	// route, when set, is asked before each request: false means the
+type OpenLoad struct {
+	URL    string
+	Client *http.Client
+	Rate   int
+	Body   func(i int64) ([]byte, string) // request i's body and its uid
+	Want   []string                       // images every answer's patch must carry (when Check is nil)
+	// Check, when set, replaces Want: it sees request i's decoded patch,
+	// when the request was sent and when its answer was read; an error
+	// counts the request as failed
+	Check func(i int64, sent, answered time.Time, patch string) error
+	// Route, when set, is asked before each request: false means the
 	// endpoint is out of rotation (as kube-proxy / the API server's
 	// endpoint resolution would stop using a not-ready pod), not sent
-	route func() bool
+	Route func() bool
 
-	maxInFlight int64
-	inFlight    atomic.Int64
+	MaxInFlight int64 // 0: 128
+	InFlight    atomic.Int64
 
 	mu            sync.Mutex
 	started       int64
@@ -159,7 +180,8 @@ type openLoad struct {
 	wg            sync.WaitGroup
 }
 
-type loadFigures struct {
+// LoadFigures are an OpenLoad's counts and latencies so far.
+type LoadFigures struct {
 	Started, OK, Failed, FailedInFlight, Refused, NotSent, Unrouted int64
 	Seconds                                                         float64
 	Rate                                                            float64 // achieved starts per second
@@ -167,18 +189,18 @@ type loadFigures struct {
 	Errors                                                          string
 }
 
-func (f loadFigures) String() string {
+func (f LoadFigures) String() string {
 	return fmt.Sprintf("%d requests started over %.1f s (%.0f/s), %d ok, %d failed (%d of them in flight, %d refused before sending), %d not sent (generator saturated), latency p50 %s p99 %s max %s%s",
 		f.Started, f.Seconds, f.Rate, f.OK, f.Failed, f.FailedInFlight, f.Refused, f.NotSent,
 		f.P50.Round(100*time.Microsecond), f.P99.Round(100*time.Microsecond), f.Max.Round(100*time.Microsecond), f.Errors)
 }
 
-// run sends until ctx ends, then waits for the requests in flight.
-func (l *openLoad) run(ctx context.Context) {
-	if l.maxInFlight == 0 {
-		l.maxInFlight = 128
+// Run sends until ctx ends, then waits for the requests in flight.
+func (l *OpenLoad) Run(ctx context.Context) {
+	if l.MaxInFlight == 0 {
+		l.MaxInFlight = 128
 	}
-	interval := time.Second / time.Duration(l.rate)
+	interval := time.Second / time.Duration(l.Rate)
 	start := time.Now()
 	l.mu.Lock()
 	l.firstStart = start
@@ -196,19 +218,19 @@ func (l *openLoad) run(ctx context.Context) {
 			l.wg.Wait()
 			return
 		}
-		if l.route != nil && !l.route() {
+		if l.Route != nil && !l.Route() {
 			l.mu.Lock()
 			l.unrouted++
 			l.mu.Unlock()
 			continue
 		}
-		if l.inFlight.Load() >= l.maxInFlight {
+		if l.InFlight.Load() >= l.MaxInFlight {
 			l.mu.Lock()
 			l.notSent++
 			l.mu.Unlock()
 			continue
 		}
-		l.inFlight.Add(1)
+		l.InFlight.Add(1)
 		l.wg.Add(1)
 		l.mu.Lock()
 		l.started++
@@ -216,36 +238,41 @@ func (l *openLoad) run(ctx context.Context) {
 		l.mu.Unlock()
 		go func(i int64) {
 			defer l.wg.Done()
-			defer l.inFlight.Add(-1)
+			defer l.InFlight.Add(-1)
 			l.one(i)
 		}(i)
 	}
 }
 
-func (l *openLoad) one(i int64) {
-	body, uid := l.body(i)
+func (l *OpenLoad) one(i int64) {
+	body, uid := l.Body(i)
 	var wrote atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, l.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, l.URL, bytes.NewReader(body))
 	if err != nil {
 		l.record(0, err, false)
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
 	t0 := time.Now()
-	resp, err := l.client.Do(req)
+	resp, err := l.Client.Do(req)
 	if err == nil {
 		var b []byte
 		b, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err == nil {
-			_, err = reviewAnswer(resp.StatusCode, b, uid, l.want)
+		if err == nil && l.Check == nil {
+			_, err = reviewAnswer(resp.StatusCode, b, uid, l.Want)
+		} else if err == nil {
+			var patch string
+			if patch, err = reviewAnswer(resp.StatusCode, b, uid, nil); err == nil {
+				err = l.Check(i, t0, time.Now(), patch)
+			}
 		}
 	}
 	l.record(time.Since(t0), err, wrote.Load())
 }
 
-func (l *openLoad) record(d time.Duration, err error, written bool) {
+func (l *OpenLoad) record(d time.Duration, err error, written bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err == nil {
@@ -264,10 +291,11 @@ func (l *openLoad) record(d time.Duration, err error, written bool) {
 	}
 }
 
-func (l *openLoad) figures() loadFigures {
+// Figures are the counts and latencies so far.
+func (l *OpenLoad) Figures() LoadFigures {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f := loadFigures{Started: l.started, OK: l.ok, Failed: l.failed, FailedInFlight: l.failedWritten,
+	f := LoadFigures{Started: l.started, OK: l.ok, Failed: l.failed, FailedInFlight: l.failedWritten,
 		Refused: l.refused, NotSent: l.notSent, Unrouted: l.unrouted}
 	f.Seconds = l.lastStart.Sub(l.firstStart).Seconds()
 	if f.Seconds > 0 {
@@ -292,19 +320,27 @@ func (s *Suite) loadReview(ctx context.Context, ns, server, scName string) (func
 	if err != nil {
 		return nil, nil, err
 	}
-	// one marshalled template, the uid spliced in per request
-	const marker = "00000000-0000-0000-0000-00000000uuid"
-	tmpl, err := admissionReviewFor(desired, marker)
+	body, err := ReviewBodies(desired)
 	if err != nil {
 		return nil, nil, err
 	}
+	return body, imageList(s.teamImages(ns, "mlserver", scName)), nil
+}
+
+// ReviewBodies makes request bodies for a CREATE of desired
+// (AdmissionReviewFor): one marshalled template, request n's uid spliced in.
+func ReviewBodies(desired *appsv1.StatefulSet) (func(int64) ([]byte, string), error) {
+	const marker = "00000000-0000-0000-0000-00000000uuid"
+	tmpl, err := AdmissionReviewFor(desired, marker)
+	if err != nil {
+		return nil, err
+	}
 	i := bytes.Index(tmpl, []byte(marker))
 	head, tail := tmpl[:i], tmpl[i+len(marker):]
-	body := func(n int64) ([]byte, string) {
+	return func(n int64) ([]byte, string) {
 		uid := fmt.Sprintf("00000000-0000-0000-0000-%012d", n)
 		b := make([]byte, 0, len(tmpl))
 		b = append(append(append(b, head...), uid...), tail...)
 		return b, uid
-	}
-	return body, imageList(s.teamImages(ns, "mlserver", scName)), nil
+	}, nil
 }

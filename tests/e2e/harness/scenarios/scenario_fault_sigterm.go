@@ -94,7 +94,7 @@ func scenarioFaultSIGTERM(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return err
 	}
-	client, _ := webhookClient([][]byte{w.CA.CertPEM}, nil)
+	client, _ := WebhookClient([][]byte{w.CA.CertPEM}, nil)
 
 	// the readiness probe: out of rotation after threshold failures in a row
 	var inRotation atomic.Bool
@@ -131,17 +131,17 @@ func scenarioFaultSIGTERM(ctx context.Context, s *Suite) error {
 			}
 		}
 	}()
-	load := &openLoad{url: fmt.Sprintf("https://127.0.0.1:%d/mutate", w.Port), client: client, rate: faultLoadRate,
-		body: body, want: want, route: inRotation.Load}
+	load := &OpenLoad{URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", w.Port), Client: client, Rate: faultLoadRate,
+		Body: body, Want: want, Route: inRotation.Load}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	done := make(chan struct{})
-	go func() { load.run(loadCtx); close(done) }()
+	go func() { load.Run(loadCtx); close(done) }()
 	time.Sleep(3 * time.Second)
 
 	pid := w.Pid()
-	inFlightAtTerm := load.inFlight.Load()
-	startedAtTerm := load.figures().Started
+	inFlightAtTerm := load.InFlight.Load()
+	startedAtTerm := load.Figures().Started
 	tTerm := time.Now()
 	util.Step("%s: SIGTERM to pid %d (%d requests in flight)", sc, pid, inFlightAtTerm)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
@@ -190,7 +190,7 @@ func scenarioFaultSIGTERM(ctx context.Context, s *Suite) error {
 		case <-time.After(5 * time.Second):
 		}
 	}
-	f := load.figures()
+	f := load.Figures()
 	mu.Lock()
 	refused := refusedAfter
 	mu.Unlock()

@@ -47,6 +47,45 @@ func readPair(c controlplane.CertFiles) (map[string][]byte, error) {
 	return map[string][]byte{"tls.crt": crt, "tls.key": key}, nil
 }
 
+// RotateLeaf issues a serving leaf for 127.0.0.1 and localhost from ca
+// (files pki/file.crt and .key) and swaps it into the kubelet-style volume
+// vol (KubeletVolume, the ..data switch a Secret update makes), which a
+// webhook serving vol/tls.crt and vol/tls.key reloads. Returns the leaf's
+// serial (SerialHex).
+func RotateLeaf(ca *controlplane.CA, pki, file, vol string) (string, error) {
+	c, err := ca.Issue(pki, file, "serverconfig-webhook", nil, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		return "", err
+	}
+	pair, err := readPair(c)
+	if err != nil {
+		return "", err
+	}
+	l, err := parseLeaf(pair["tls.crt"])
+	if err != nil {
+		return "", err
+	}
+	return SerialHex(l), KubeletVolume(vol, pair)
+}
+
+// WaitLeafServed polls (every 50 ms, up to timeout) until a new TLS
+// connection to 127.0.0.1:port gets the leaf with serial, verified against
+// caPEM for localhost; it returns how long that took.
+func WaitLeafServed(port int, caPEM []byte, serial string, timeout time.Duration) (time.Duration, error) {
+	t0 := time.Now()
+	err := util.PollEvery(timeout, 50*time.Millisecond, func() error {
+		l, err := servedLeaf(port, caPEM, "localhost")
+		if err != nil {
+			return err
+		}
+		if SerialHex(l) != serial {
+			return fmt.Errorf("still serving %s", SerialHex(l))
+		}
+		return nil
+	})
+	return time.Since(t0), err
+}
+
 // scenarioFaultCertRotation: a webhook replica serves its certificate from
 // a kubelet-style volume (..data symlink) while an open-loop generator
 // sends 1,000 AdmissionReviews/s straight to /mutate over TLS, closing idle
@@ -65,35 +104,12 @@ func scenarioFaultCertRotation(ctx context.Context, s *Suite) error {
 	}
 	pki := filepath.Join(s.CP.Dir, "pki")
 	vol := filepath.Join(s.CP.Dir, "fault-rotation-tls")
-	leaf1, err := s.WH.CA.Issue(pki, "fault-rot-1", "serverconfig-webhook", nil, []string{"127.0.0.1", "localhost"})
-	if err != nil {
-		return err
-	}
-	leaf2, err := s.WH.CA.Issue(pki, "fault-rot-2", "serverconfig-webhook", nil, []string{"127.0.0.1", "localhost"})
-	if err != nil {
-		return err
-	}
 	ca2, err := controlplane.NewCA(pki, "webhook-ca-2")
 	if err != nil {
 		return err
 	}
-	leaf3, err := ca2.Issue(pki, "fault-rot-3", "serverconfig-webhook", nil, []string{"127.0.0.1", "localhost"})
-	if err != nil {
-		return err
-	}
-	pairs := make([]map[string][]byte, 3)
 	serials := make([]string, 3)
-	for i, c := range []controlplane.CertFiles{leaf1, leaf2, leaf3} {
-		if pairs[i], err = readPair(c); err != nil {
-			return err
-		}
-		l, err := parseLeaf(pairs[i]["tls.crt"])
-		if err != nil {
-			return err
-		}
-		serials[i] = serialHex(l)
-	}
-	if err := KubeletVolume(vol, pairs[0]); err != nil {
+	if serials[0], err = RotateLeaf(s.WH.CA, pki, "fault-rot-1", vol); err != nil {
 		return err
 	}
 	w := s.WH.Replica("serverconfig-webhook-rotation", "serverconfig-webhook-e2e-rotation")
@@ -109,16 +125,16 @@ func scenarioFaultCertRotation(ctx context.Context, s *Suite) error {
 	}
 	var hsMu sync.Mutex
 	handshakes := map[string]int{}
-	client, tr := webhookClient([][]byte{s.WH.CA.CertPEM, ca2.CertPEM}, func(c *x509.Certificate) {
+	client, tr := WebhookClient([][]byte{s.WH.CA.CertPEM, ca2.CertPEM}, func(c *x509.Certificate) {
 		hsMu.Lock()
-		handshakes[serialHex(c)]++
+		handshakes[SerialHex(c)]++
 		hsMu.Unlock()
 	})
-	load := &openLoad{url: fmt.Sprintf("https://127.0.0.1:%d/mutate", w.Port), client: client, rate: faultLoadRate, body: body, want: want}
+	load := &OpenLoad{URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", w.Port), Client: client, Rate: faultLoadRate, Body: body, Want: want}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	done := make(chan struct{})
-	go func() { load.run(loadCtx); close(done) }()
+	go func() { load.Run(loadCtx); close(done) }()
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	defer stopChurn()
 	go func() {
@@ -141,30 +157,21 @@ func scenarioFaultCertRotation(ctx context.Context, s *Suite) error {
 	rotated := make([]bool, 3)
 	for _, r := range []struct {
 		i  int
-		ca []byte
-	}{{1, s.WH.CA.CertPEM}, {2, ca2.CertPEM}} {
-		t0 := time.Now()
-		if err := KubeletVolume(vol, pairs[r.i]); err != nil {
+		ca *controlplane.CA
+	}{{1, s.WH.CA}, {2, ca2}} {
+		var err error
+		if serials[r.i], err = RotateLeaf(r.ca, pki, fmt.Sprintf("fault-rot-%d", r.i+1), vol); err != nil {
 			return err
 		}
-		perr := util.PollEvery(15*time.Second, 50*time.Millisecond, func() error {
-			l, err := servedLeaf(w.Port, r.ca, "localhost")
-			if err != nil {
-				return err
-			}
-			if serialHex(l) != serials[r.i] {
-				return fmt.Errorf("still serving %s", serialHex(l))
-			}
-			return nil
-		})
-		took[r.i], rotated[r.i] = time.Since(t0).Seconds(), perr == nil
+		d, perr := WaitLeafServed(w.Port, r.ca.CertPEM, serials[r.i], 15*time.Second)
+		took[r.i], rotated[r.i] = d.Seconds(), perr == nil
 		util.Step("%s: leaf %d (%s) served %.2f s after the ..data swap (%v)", sc, r.i+1, serials[r.i], took[r.i], perr)
 		time.Sleep(3 * time.Second) // load keeps flowing on the new leaf
 	}
 	stopChurn()
 	stopLoad()
 	<-done
-	f := load.figures()
+	f := load.Figures()
 	hsMu.Lock()
 	hs := fmt.Sprintf("handshakes per leaf: %s %d, %s %d, %s %d", serials[0], handshakes[serials[0]], serials[1], handshakes[serials[1]], serials[2], handshakes[serials[2]])
 	allLeaves := handshakes[serials[0]] > 0 && handshakes[serials[1]] > 0 && handshakes[serials[2]] > 0

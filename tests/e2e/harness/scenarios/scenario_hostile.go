@@ -368,7 +368,7 @@ func (h *hostile) bPlaceholderLatency(ctx context.Context, name string) (time.Du
 // cause are bounded by the rate limit, not by the number of reviews.
 func (h *hostile) randomNames(ctx context.Context) error {
 	s := h.s
-	client, _ := webhookClient([][]byte{s.WH.CA.CertPEM}, nil)
+	client, _ := WebhookClient([][]byte{s.WH.CA.CertPEM}, nil)
 	gets := func() float64 {
 		text := s.WH.Metrics()
 		sum := 0.0
@@ -392,7 +392,7 @@ func (h *hostile) randomNames(ctx context.Context) error {
 		sts.Name, sts.OwnerReferences[0].Name = name, name
 		sts.Spec.Template.Spec = corev1.PodSpec{}
 		uid := fmt.Sprintf("hostile-%d", i)
-		body, err := admissionReviewFor(sts, uid)
+		body, err := AdmissionReviewFor(sts, uid)
 		if err != nil {
 			return err
 		}

@@ -25,15 +25,7 @@ const (
 // teamConfigSuffix is the team's ServerConfig with suffix appended to every
 // image (a new release of the team's images).
 func (s *Suite) teamConfigSuffix(ns, name, suffix string) *unstructured.Unstructured {
-	o := s.teamConfig(ns, name)
-	cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "podSpec", "containers")
-	for i, c := range cs {
-		cm := c.(map[string]any)
-		cm["image"] = fmt.Sprint(cm["image"]) + suffix
-		cs[i] = cm
-	}
-	_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "podSpec", "containers")
-	return o
+	return k8s.WithImageSuffix(s.teamConfig(ns, name), suffix)
 }
 
 // ensureSyncQ sets the namespace up (idempotent): team config, Server, the

@@ -51,7 +51,7 @@ func (s *Suite) newStaleFixture(ctx context.Context, ns, config, server string) 
 		cleanup()
 		return nil, nil, err
 	}
-	f.client, _ = webhookClient([][]byte{s.WH.CA.CertPEM}, nil)
+	f.client, _ = WebhookClient([][]byte{s.WH.CA.CertPEM}, nil)
 	if err := util.Poll(20*time.Second, func() error { return f.probe(f.images("")) }); err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("webhook not serving the team's images: %w", err)
