@@ -47,12 +47,12 @@ func scenarioFaultEtcd(ctx context.Context, s *Suite) error {
 			"kube-controller-manager gave a new StatefulSet its Pod %s after etcd came back %v", secs(took), err)
 	}()
 
-	load := &openLoad{url: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), client: f.client, rate: faultLoadRate,
-		body: f.body, want: imageList(v("-v1"))}
+	load := &OpenLoad{URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), Client: f.client, Rate: faultLoadRate,
+		Body: f.body, Want: imageList(v("-v1"))}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	loadDone := make(chan struct{})
-	go func() { load.run(loadCtx); close(loadDone) }()
+	go func() { load.Run(loadCtx); close(loadDone) }()
 	time.Sleep(2 * time.Second)
 	const restarts, untrusted = "serverconfig_webhook_watch_restarts_total", "serverconfig_webhook_untrusted_lookups_total"
 	m0 := s.WH.Metrics()
@@ -88,7 +88,7 @@ func scenarioFaultEtcd(ctx context.Context, s *Suite) error {
 	time.Sleep(2 * time.Second)
 	stopLoad()
 	<-loadDone
-	fig := load.figures()
+	fig := load.Figures()
 	s.r.Check(checkName(sc, "reviews-answered"), fig.Failed == 0 && fig.NotSent == 0 && fig.OK > 0,
 		"reviews at %d/s from 2 s before etcd stopped to 2 s after the API server was ready again (%s outage): %s", faultLoadRate, secs(tEtcd.Sub(tDown)), fig)
 

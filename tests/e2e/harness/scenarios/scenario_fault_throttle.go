@@ -261,19 +261,19 @@ func scenarioFaultThrottled(ctx context.Context, s *Suite) error {
 		return err
 	}
 	m0 := s.WH.Metrics()
-	load := &openLoad{url: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), client: f.client, rate: faultLoadRate,
-		body: f.body, want: imageList(v("-v1"))}
+	load := &OpenLoad{URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), Client: f.client, Rate: faultLoadRate,
+		Body: f.body, Want: imageList(v("-v1"))}
 	loadCtx, stopLoad := context.WithTimeout(ctx, ftHold)
 	defer stopLoad()
 	tJail := time.Now()
-	load.run(loadCtx)
+	load.Run(loadCtx)
 	jailed := time.Since(tJail)
 	r1, err := s.rejectedForWebhook(ctx)
 	if err != nil {
 		return err
 	}
 	m1 := s.WH.Metrics()
-	fig := load.figures()
+	fig := load.Figures()
 	const untrusted = "serverconfig_webhook_untrusted_lookups_total"
 	s.r.Check(checkName(sc, "reviews-answered-from-caches"), fig.Failed == 0 && fig.NotSent == 0 && fig.OK > 0,
 		"with every request of the webhook answered 429 (%.0f refused in %s): %s; untrusted lookups answered from the cache: %.0f",
