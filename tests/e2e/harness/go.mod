@@ -6,6 +6,7 @@ require (
 	dario.cat/mergo v1.0.1
 	github.com/banzaicloud/k8s-objectmatcher v1.8.0
 	golang.org/x/net v0.38.0
+	gonum.org/v1/gonum v0.17.0
 	k8s.io/api v0.33.13
 	k8s.io/apimachinery v0.33.13
 	k8s.io/client-go v0.33.13

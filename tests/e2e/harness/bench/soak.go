@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -420,26 +419,11 @@ func (k *soak) sampler(ctx context.Context, t0 time.Time, load *scenarios.OpenLo
 // procSample reads VmRSS, VmHWM and Threads from /proc/pid/status and
 // counts /proc/pid/fd.
 func procSample(pid int) (soakSample, error) {
-	var sm soakSample
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := util.ReadProcStatus(pid)
 	if err != nil {
-		return sm, err
+		return soakSample{}, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			sm.RSSKiB = v
-		case "VmHWM:":
-			sm.HWMKiB = v
-		case "Threads:":
-			sm.Threads = int(v)
-		}
-	}
+	sm := soakSample{RSSKiB: st.RSSKiB, HWMKiB: st.HWMKiB, Threads: st.Threads}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return sm, err

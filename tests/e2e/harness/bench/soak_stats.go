@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // The pure parts of `e2e soak` (soak.go): which ServerConfig version an
@@ -177,86 +179,9 @@ func fitSlope(x, y []float64) (slopeFit, bool) {
 }
 
 // tQuantile975 is the 0.975 quantile of Student's t with df degrees of
-// freedom (df > 0), by bisection on its distribution function.
+// freedom (df > 0).
 func tQuantile975(df float64) float64 {
-	lo, hi := 0.0, 1000.0
-	for i := 0; i < 200; i++ {
-		mid := (lo + hi) / 2
-		if tCDF(mid, df) < 0.975 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return (lo + hi) / 2
-}
-
-// tCDF is Student's t distribution function at t >= 0:
-// 1 - I_{df/(df+t²)}(df/2, 1/2) / 2.
-func tCDF(t, df float64) float64 {
-	return 1 - 0.5*regIncBeta(df/2, 0.5, df/(df+t*t))
-}
-
-// regIncBeta is the regularized incomplete beta function I_x(a, b), by its
-// continued fraction (Lentz's method), using the symmetry
-// I_x(a,b) = 1 - I_{1-x}(b,a) where the fraction converges slowly.
-func regIncBeta(a, b, x float64) float64 {
-	if x <= 0 {
-		return 0
-	}
-	if x >= 1 {
-		return 1
-	}
-	la, _ := math.Lgamma(a + b)
-	lb, _ := math.Lgamma(a)
-	lc, _ := math.Lgamma(b)
-	front := math.Exp(la - lb - lc + a*math.Log(x) + b*math.Log(1-x))
-	if x < (a+1)/(a+b+2) {
-		return front * betaCF(a, b, x) / a
-	}
-	return 1 - front*betaCF(b, a, 1-x)/b
-}
-
-func betaCF(a, b, x float64) float64 {
-	const tiny = 1e-300
-	c, d := 1.0, 1-(a+b)*x/(a+1)
-	if math.Abs(d) < tiny {
-		d = tiny
-	}
-	d = 1 / d
-	f := d
-	for m := 1; m <= 300; m++ {
-		fm := float64(m)
-		// even step
-		num := fm * (b - fm) * x / ((a + 2*fm - 1) * (a + 2*fm))
-		d = 1 + num*d
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		c = 1 + num/c
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		f *= d * c
-		// odd step
-		num = -(a + fm) * (a + b + fm) * x / ((a + 2*fm) * (a + 2*fm + 1))
-		d = 1 + num*d
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		c = 1 + num/c
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		delta := d * c
-		f *= delta
-		if math.Abs(delta-1) < 1e-12 {
-			break
-		}
-	}
-	return f
+	return distuv.StudentsT{Mu: 0, Sigma: 1, Nu: df}.Quantile(0.975)
 }
 
 // warmup is how much of a run of length d the analysis skips: 20% of it

@@ -54,6 +54,16 @@ func (s *Suite) dryRunImages(ctx context.Context, desired *appsv1.StatefulSet, n
 	return k8s.TemplateImages(got.Spec.Template.Spec), nil
 }
 
+// checkControllerManagerCaughtUp checks, after an outage of the control
+// plane, that kube-controller-manager acts on new objects again: its
+// informers reconnect with their own backoff, which the next scenario must
+// not inherit.
+func (s *Suite) checkControllerManagerCaughtUp(sc, after string) {
+	took, err := s.CP.WaitControllerManagerCaughtUp(context.Background(), 120*time.Second)
+	s.r.Check(checkName(sc, "controller-manager-caught-up"), err == nil,
+		"kube-controller-manager gave a new StatefulSet its Pod %s after %s %v", secs(took), after, err)
+}
+
 // scenarioFaultAPIServer: kube-apiserver is stopped and started again (same
 // etcd, port and certificates) under a running webhook. While it is down
 // the webhook keeps answering from its caches; after the restart the first
@@ -75,11 +85,7 @@ func scenarioFaultAPIServer(ctx context.Context, s *Suite) error {
 	const down = 10 * time.Second
 	// runs last, after the API server is back: the next scenario must not
 	// inherit kube-controller-manager's reconnect backoff
-	defer func() {
-		took, err := s.CP.WaitControllerManagerCaughtUp(context.Background(), 120*time.Second)
-		s.r.Check(checkName(sc, "controller-manager-caught-up"), err == nil,
-			"kube-controller-manager gave a new StatefulSet its Pod %s after the scenario's last restart %v", secs(took), err)
-	}()
+	defer s.checkControllerManagerCaughtUp(sc, "the scenario's last restart")
 	tDown := time.Now()
 	s.CP.StopAPIServer()
 	restarted := false

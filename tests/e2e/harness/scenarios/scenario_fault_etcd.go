@@ -39,13 +39,7 @@ func scenarioFaultEtcd(ctx context.Context, s *Suite) error {
 	base, err := f.change(ctx, "-v1", 20*time.Second)
 	s.r.Check(checkName(sc, "baseline-change-seen"), err == nil, "a ServerConfig change reached the webhook %s after it was written (healthy watch) %v", base.Round(time.Millisecond), err)
 
-	// kube-controller-manager reconnects with its own backoff: the next
-	// scenario must not inherit it
-	defer func() {
-		took, err := s.CP.WaitControllerManagerCaughtUp(context.Background(), 120*time.Second)
-		s.r.Check(checkName(sc, "controller-manager-caught-up"), err == nil,
-			"kube-controller-manager gave a new StatefulSet its Pod %s after etcd came back %v", secs(took), err)
-	}()
+	defer s.checkControllerManagerCaughtUp(sc, "etcd came back")
 
 	load := &OpenLoad{URL: fmt.Sprintf("https://127.0.0.1:%d/mutate", s.WH.Port), Client: f.client, Rate: faultLoadRate,
 		Body: f.body, Want: imageList(v("-v1"))}
