@@ -122,13 +122,8 @@ func scenarioFaultAPIServer(ctx context.Context, s *Suite) error {
 
 	// a change right after the restart; dry-run creates through the API
 	// server every 100 ms meanwhile, counting those that used the old one
-	tally := tallyAdmissions(ctx, v("-v2"), func(ctx context.Context, i int) (map[string]string, error) {
-		return s.dryRunImages(ctx, desired, fmt.Sprintf("fa-bg-%d", i%4))
-	})
-	after, err := f.change(ctx, "-v2", 90*time.Second)
+	after, tally, err := f.changeWhileAdmitting(ctx, "-v2", "fa-bg-", 90*time.Second)
 	tChange := f.changed
-	tally.seen()
-	tally.stop(2 * time.Second) // admissions keep flowing after the change is seen
 	// bound: the staleness target (the watch's reconnect backoff is at most
 	// 2 s, and a review meanwhile asks the API server)
 	s.r.Check(checkName(sc, "change-after-restart-seen"), err == nil && after <= stalenessBound,

@@ -173,6 +173,7 @@ type OpenLoad struct {
 	refused       int64 // failures before anything was written (dial refused)
 	notSent       int64 // generator saturated
 	unrouted      int64 // out of rotation
+	http2         int64 // answers that came over HTTP/2
 	lat           []time.Duration
 	errs          []string
 	firstStart    time.Time
@@ -183,6 +184,7 @@ type OpenLoad struct {
 // LoadFigures are an OpenLoad's counts and latencies so far.
 type LoadFigures struct {
 	Started, OK, Failed, FailedInFlight, Refused, NotSent, Unrouted int64
+	HTTP2                                                           int64 // answers over HTTP/2
 	Seconds                                                         float64
 	Rate                                                            float64 // achieved starts per second
 	P50, P99, Max                                                   time.Duration
@@ -190,8 +192,8 @@ type LoadFigures struct {
 }
 
 func (f LoadFigures) String() string {
-	return fmt.Sprintf("%d requests started over %.1f s (%.0f/s), %d ok, %d failed (%d of them in flight, %d refused before sending), %d not sent (generator saturated), latency p50 %s p99 %s max %s%s",
-		f.Started, f.Seconds, f.Rate, f.OK, f.Failed, f.FailedInFlight, f.Refused, f.NotSent,
+	return fmt.Sprintf("%d requests started over %.1f s (%.0f/s), %d ok (%d over HTTP/2), %d failed (%d of them in flight, %d refused before sending), %d not sent (generator saturated), latency p50 %s p99 %s max %s%s",
+		f.Started, f.Seconds, f.Rate, f.OK, f.HTTP2, f.Failed, f.FailedInFlight, f.Refused, f.NotSent,
 		f.P50.Round(100*time.Microsecond), f.P99.Round(100*time.Microsecond), f.Max.Round(100*time.Microsecond), f.Errors)
 }
 
@@ -257,6 +259,11 @@ func (l *OpenLoad) one(i int64) {
 	t0 := time.Now()
 	resp, err := l.Client.Do(req)
 	if err == nil {
+		if resp.ProtoMajor == 2 {
+			l.mu.Lock()
+			l.http2++
+			l.mu.Unlock()
+		}
 		var b []byte
 		b, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -291,12 +298,41 @@ func (l *OpenLoad) record(d time.Duration, err error, written bool) {
 	}
 }
 
+// WebhookClientH2 is WebhookClient speaking HTTP/2, as kube-apiserver's
+// webhook client does: one connection for every request. An HTTP/1.1
+// pool parks the connections it dialed but did not need; the webhook
+// closes those after its first-byte timeout, and a POST racing the close
+// fails with a reset (Go's client, like the API server's, does not retry
+// a POST).
+func WebhookClientH2(cas [][]byte) *http.Client {
+	c, tr := WebhookClient(cas, nil)
+	tr.ForceAttemptHTTP2 = true
+	return c
+}
+
+// refusalsSince is the webhook's refusals_total between two scrapes, per
+// reason: the connections and requests it turned away.
+func refusalsSince(before, after string) string {
+	const m = "serverconfig_webhook_refusals_total"
+	var parts []string
+	for _, r := range []string{"connection_cap", "evicted", "idle", "inflight_bytes", "too_large"} {
+		l := `reason="` + r + `"`
+		if d := metricTotal(after, m, l) - metricTotal(before, m, l); d != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%.0f", r, d))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
 // Figures are the counts and latencies so far.
 func (l *OpenLoad) Figures() LoadFigures {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := LoadFigures{Started: l.started, OK: l.ok, Failed: l.failed, FailedInFlight: l.failedWritten,
-		Refused: l.refused, NotSent: l.notSent, Unrouted: l.unrouted}
+		Refused: l.refused, NotSent: l.notSent, Unrouted: l.unrouted, HTTP2: l.http2}
 	f.Seconds = l.lastStart.Sub(l.firstStart).Seconds()
 	if f.Seconds > 0 {
 		f.Rate = float64(l.started) / f.Seconds

@@ -53,12 +53,7 @@ func scenarioFaultWatchStall(ctx context.Context, s *Suite) error {
 	before := s.WH.Metrics()
 	frozen := s.CP.VIP.Freeze()
 	util.Step("%s: froze %d connections between the webhook and kube-apiserver", sc, frozen)
-	tally := tallyAdmissions(ctx, f.images("-v1"), func(ctx context.Context, i int) (map[string]string, error) {
-		return s.dryRunImages(ctx, f.desired, fmt.Sprintf("fs-bg-%d", i%4))
-	})
-	took, err := f.change(ctx, "-v1", 60*time.Second)
-	tally.seen()
-	tally.stop(2 * time.Second)
+	took, tally, err := f.changeWhileAdmitting(ctx, "-v1", "fs-bg-", 60*time.Second)
 	s.r.Check(checkName(sc, "change-seen-within-bound"), err == nil && frozen > 0 && took <= stalenessBound,
 		"with the %d connections the webhook had to kube-apiserver silent, a ServerConfig change reached its answers %s after it was written (bound %s) %v",
 		frozen, took.Round(time.Millisecond), stalenessBound, err)

@@ -21,6 +21,12 @@ const faultNS = "fault-load"
 // faultLoadRate is the open-loop rate of the fault scenarios' load (issue 7).
 const faultLoadRate = 1000
 
+// controlPlaneFaultRate is the review rate of the control-plane faults
+// (etcd, throttling): below what a debug build answers on two cores, so
+// that their figures are the webhook's while the control plane recovers
+// beside it, not those of a saturated load generator.
+const controlPlaneFaultRate = 200
+
 // applyFaultFixtures: the team ServerConfig and Server in faultNS and the
 // released ServerConfig of that name in the controller namespace (what the
 // stand-in controller builds from).

@@ -15,8 +15,8 @@ import (
 // staleFixture is what the staleness scenarios share: a team ServerConfig
 // (and the controller namespace's of the same name) and a Server using it,
 // the stand-in's StatefulSet for it, and direct reviews of it to the
-// webhook, to time how long a ServerConfig change takes to reach the
-// answers.
+// webhook (over HTTP/2, as the API server sends them), to time how long a
+// ServerConfig change takes to reach the answers.
 type staleFixture struct {
 	s          *Suite
 	ns, config string
@@ -51,7 +51,7 @@ func (s *Suite) newStaleFixture(ctx context.Context, ns, config, server string) 
 		cleanup()
 		return nil, nil, err
 	}
-	f.client, _ = WebhookClient([][]byte{s.WH.CA.CertPEM}, nil)
+	f.client = WebhookClientH2([][]byte{s.WH.CA.CertPEM})
 	if err := util.Poll(20*time.Second, func() error { return f.probe(f.images("")) }); err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("webhook not serving the team's images: %w", err)
@@ -83,6 +83,20 @@ func (f *staleFixture) change(ctx context.Context, tag string, timeout time.Dura
 	want := f.images(tag)
 	err := util.PollEvery(timeout, 20*time.Millisecond, func() error { return f.probe(want) })
 	return time.Since(f.changed), err
+}
+
+// changeWhileAdmitting is change while dry-run creates of the fixture's
+// StatefulSet (named prefix0 to prefix3) go through the API server every
+// 100 ms, counting those that used the old ServerConfig; the tally stops 2 s
+// after the change was seen, since admissions keep flowing after it.
+func (f *staleFixture) changeWhileAdmitting(ctx context.Context, tag, prefix string, timeout time.Duration) (time.Duration, *admissionTally, error) {
+	tally := tallyAdmissions(ctx, f.images(tag), func(ctx context.Context, i int) (map[string]string, error) {
+		return f.s.dryRunImages(ctx, f.desired, fmt.Sprintf("%s%d", prefix, i%4))
+	})
+	took, err := f.change(ctx, tag, timeout)
+	tally.seen()
+	tally.stop(2 * time.Second)
+	return took, tally, err
 }
 
 // restore writes the team ServerConfig back as first applied.

@@ -219,9 +219,9 @@ func AllScenarios() []Scenario {
 		// SIGKILL mid-write: nothing left half-done (scenario_fault_kill_*.go)
 		{"fault-kill-mid-rollout", scenarioFaultKillMidRollout},
 		{"fault-kill-mid-migrate", scenarioFaultKillMidMigrate},
-		// not registered yet: scenarioFaultEtcd (fault-etcd-restart) and
-		// scenarioFaultThrottled (fault-apiserver-throttled) were written but
-		// have never run; they join the suite once they have passed (issue 20)
+		// the control plane's storage and flow control (issue 20)
+		{"fault-etcd-restart", scenarioFaultEtcd},
+		{"fault-apiserver-throttled", scenarioFaultThrottled},
 		{"webhook-down-policies", scenarioWebhookDownPolicies},
 		{"tenant-isolation-rbac", scenarioTenantRBAC},
 		{"hostile-tenants", scenarioHostileTenants},
