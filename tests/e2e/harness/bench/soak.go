@@ -325,14 +325,7 @@ func (k *soak) probeAll(client *http.Client, url string) error {
 // changer rewrites every changed target's ServerConfig with a new image
 // tag each o.ChangeEvery, recording each version before it is written.
 func (k *soak) changer(ctx context.Context) {
-	t := time.NewTicker(k.o.ChangeEvery)
-	defer t.Stop()
-	for n := 1; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, k.o.ChangeEvery, func(n int) bool {
 		for _, tg := range k.targets[:k.changed] {
 			tag := fmt.Sprintf("-soak%d", n)
 			sc := k8s.WithImageSuffix(k.s.Fx.ServerConfig(tg.base, tg.config, tg.ns, "team"), tag)
@@ -349,13 +342,13 @@ func (k *soak) changer(ctx context.Context) {
 				k.note(fmt.Sprintf("write %s/%s %s: %v", tg.ns, tg.config, tag, err))
 			}
 		}
-	}
+		return true
+	})
 }
 
-// rotator swaps a new leaf of the same CA into the volume each
-// o.RotateEvery and times until a new connection gets it.
-func (k *soak) rotator(ctx context.Context, t0 time.Time, pki, vol string) {
-	t := time.NewTicker(k.o.RotateEvery)
+// every calls f with 1, 2, ... once per d until ctx ends or f returns false.
+func every(ctx context.Context, d time.Duration, f func(n int) bool) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for n := 1; ; n++ {
 		select {
@@ -363,11 +356,21 @@ func (k *soak) rotator(ctx context.Context, t0 time.Time, pki, vol string) {
 			return
 		case <-t.C:
 		}
+		if !f(n) {
+			return
+		}
+	}
+}
+
+// rotator swaps a new leaf of the same CA into the volume each
+// o.RotateEvery and times until a new connection gets it.
+func (k *soak) rotator(ctx context.Context, t0 time.Time, pki, vol string) {
+	every(ctx, k.o.RotateEvery, func(n int) bool {
 		// a leaf swapped in as the load ends would never be used: none in
 		// its last 5 s (the ticker and the deadline fire together when
 		// -rotate-every divides -minutes)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 5*time.Second {
-			return
+			return false
 		}
 		r := map[string]any{"at_s": round3(time.Since(t0).Seconds())}
 		serial, err := scenarios.RotateLeaf(k.s.WH.CA, pki, fmt.Sprintf("soak-leaf-%d", n), vol)
@@ -384,7 +387,8 @@ func (k *soak) rotator(ctx context.Context, t0 time.Time, pki, vol string) {
 		k.mu.Lock()
 		k.rotations = append(k.rotations, r)
 		k.mu.Unlock()
-	}
+		return true
+	})
 }
 
 // sampler reads the webhook's /proc entries every o.Sample until ctx ends.

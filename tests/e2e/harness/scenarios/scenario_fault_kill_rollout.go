@@ -65,12 +65,7 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			c.Stop()
-		}
-	}()
+	defer c.Stop() // Stop is idempotent: the scenario stops it earlier
 	team := s.teamConfig(fkNS, fkConfig)
 	if err := s.Apply(ctx, team); err != nil {
 		return err
@@ -104,7 +99,6 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 		return fmt.Errorf("setup: %w", err)
 	}
 	c.Stop()
-	stopped = true
 	time.Sleep(time.Second)
 
 	newCfg := s.teamConfigSuffix(fkNS, fkConfig, fmt.Sprintf("-k%d", time.Now().Unix()%100000))

@@ -99,12 +99,7 @@ func scenarioQuietSharedName(ctx context.Context, s *Suite) error {
 	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			c.Stop()
-		}
-	}()
+	defer c.Stop() // Stop is idempotent: the scenario stops it earlier
 	var members []string
 	// change runs f and checks that the members' workloads (other than
 	// the ones f itself is about) are not written by it, then the window
@@ -163,7 +158,6 @@ func scenarioQuietSharedName(ctx context.Context, s *Suite) error {
 	s.r.Check(checkName(sc, "placeholder-constant"), okPH, "%s", detail)
 	// the controller restarts: it reconciles every Server once
 	c.Stop()
-	stopped = true
 	return change("controller-restart", members, func() error {
 		c2, err := s.StartStandInController(ctx, members...)
 		if err != nil {
