@@ -248,7 +248,7 @@ func scenarioFaultThrottled(ctx context.Context, s *Suite) error {
 		"all %d StatefulSets had the new images %s after the writes were let through; accepted writes by the webhook per StatefulSet since the change, throttled or not: %s %v %v",
 		len(names), rolled.Round(time.Millisecond), perName(accepted), err, aerr)
 
-	// phase 2: every request of the webhook is refused
+	// phase 2: every request of the webhook is throttled
 	r0, err := s.rejectedForWebhook(ctx)
 	if err != nil {
 		return err
