@@ -84,6 +84,9 @@ label_values! {
         PlaceholderDelete => "placeholder_delete",
         /// A namespace's set of names past the cap grew (one Warning Event).
         PlaceholderCapped => "placeholder_capped",
+        /// Not looked at yet: the store still shows the workload as it was
+        /// before this replica's last write of it (retried on its event).
+        Deferred => "deferred",
         /// A write or read of the sync loop failed (retried with backoff).
         Error => "error",
     }

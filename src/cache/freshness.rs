@@ -49,6 +49,29 @@ pub struct Freshness {
     heard: AtomicMoment,
 }
 
+/// Why a store is not trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distrust {
+    /// No full list since the watch last broke (or ever).
+    NotListed,
+    /// Listed, but the API server has not been heard from for this long:
+    /// past the window, though the watch has not (yet) been found broken.
+    Silent(Duration),
+}
+
+impl std::fmt::Display for Distrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Distrust::NotListed => f.write_str("no full list since the watch broke"),
+            Distrust::Silent(d) => write!(
+                f,
+                "the watch has not heard from the API server for {:.1} s",
+                d.as_secs_f64()
+            ),
+        }
+    }
+}
+
 /// What fills a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -103,16 +126,28 @@ impl Freshness {
         self.synced.store(false, Ordering::SeqCst);
     }
 
-    /// Whether lookups may take this store's answer as current.
-    pub fn trusted(&self) -> bool {
-        self.trusted_at(Instant::now())
+    /// Why lookups may not take this store's answer as current, if so.
+    pub fn distrust(&self) -> Option<Distrust> {
+        self.distrust_at(Instant::now())
     }
 
+    #[cfg(test)]
     fn trusted_at(&self, now: Instant) -> bool {
+        self.distrust_at(now).is_none()
+    }
+
+    fn distrust_at(&self, now: Instant) -> Option<Distrust> {
         match self.source {
-            Source::Fixed => true,
+            Source::Fixed => None,
             Source::Watch { window } => {
-                self.synced.load(Ordering::SeqCst) && self.silent_for(now) <= window
+                let silent = self.silent_for(now);
+                if !self.synced.load(Ordering::SeqCst) {
+                    Some(Distrust::NotListed)
+                } else if silent > window {
+                    Some(Distrust::Silent(silent))
+                } else {
+                    None
+                }
             }
         }
     }
@@ -199,6 +234,20 @@ mod tests {
                 }
             }
             assert_eq!(f.trusted_at(at(asked)), *want, "{what}");
+            let reason = f.distrust_at(at(asked));
+            let listed = steps.iter().rev().find_map(|s| match s {
+                Listed(_) => Some(true),
+                Broken => Some(false),
+                Heard(_) => None,
+            });
+            match reason {
+                None => assert!(*want, "{what}"),
+                Some(Distrust::NotListed) => assert_ne!(listed, Some(true), "{what}"),
+                Some(Distrust::Silent(d)) => {
+                    assert_eq!(listed, Some(true), "{what}");
+                    assert!(d > WINDOW, "{what}: silent {d:?}");
+                }
+            }
         }
     }
 

@@ -108,10 +108,15 @@ impl<T> KindCache<T> {
     /// Whether the store that holds `ns` may be taken as current (a
     /// namespace no store holds is a miss, answered by a direct GET).
     fn trusted(&self, ns: &str) -> bool {
+        self.distrust(ns).is_none()
+    }
+
+    /// Why the store holding `ns` is not trusted, if it is not.
+    fn distrust(&self, ns: &str) -> Option<freshness::Distrust> {
         self.stores
             .iter()
             .find(|s| s.holds(ns))
-            .is_none_or(|s| s.freshness.trusted())
+            .and_then(|s| s.freshness.distrust())
     }
 
     /// A direct GET's answer for `ns/name` from the last [`RECENT_GET`].
@@ -461,8 +466,8 @@ impl Caches {
         name: &str,
         parse: fn(&serde_json::Value) -> Result<T, ModelError>,
     ) -> Lookup<T> {
-        if !cache.trusted(ns) {
-            return untrusted_lookup(self, cache, ns, name, parse).await;
+        if let Some(distrust) = cache.distrust(ns) {
+            return untrusted_lookup(self, cache, ns, name, parse, distrust).await;
         }
         match cache.cached(ns, name, parse) {
             Some(found) => Some(found),
@@ -481,8 +486,18 @@ async fn untrusted_lookup<T>(
     ns: &str,
     name: &str,
     parse: fn(&serde_json::Value) -> Result<T, ModelError>,
+    distrust: freshness::Distrust,
 ) -> Lookup<T> {
     let answered = |answer| caches.metrics.untrusted_lookup(cache.kind, answer);
+    if let Some(lines) = caches.misses.distrust_log.occurred() {
+        tracing::info!(
+            kind = cache.kind,
+            namespace = ns,
+            %distrust,
+            lines,
+            "watch not trusted: lookups ask the API server (lines: how many lookups since the last such line)"
+        );
+    }
     if let Some(found) = cache.recent(ns, name) {
         answered(UntrustedAnswer::RecentGet);
         return found;
@@ -504,6 +519,7 @@ async fn untrusted_lookup<T>(
                     namespace = ns,
                     name,
                     why,
+                    %distrust,
                     lines,
                     "watch not trusted and no direct GET answered: using the cached copy (lines: how many since the last such line)"
                 );
@@ -531,11 +547,17 @@ async fn fresh_get<T>(
         return Err("over the rate of direct GETs for untrusted watches");
     }
     let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &cache.resource);
-    let answer = match tokio::time::timeout(UNTRUSTED_GET_TIMEOUT, api.get_opt(name)).await {
-        Ok(Ok(Some(obj))) => Ok(Some(Arc::new(to_value(&obj).and_then(|v| parse(&v))))),
-        Ok(Ok(None)) => Ok(None),
-        Ok(Err(_)) => Err("the GET failed"),
-        Err(_) => Err("the GET timed out"),
+    // created before the GET is sent: a failure of any GET in flight
+    // from now on ends this one's wait too
+    let another_failed = misses.untrusted_failed.notified();
+    let answer = tokio::select! {
+        got = api.get_opt(name) => match got {
+            Ok(Some(obj)) => Ok(Some(Arc::new(to_value(&obj).and_then(|v| parse(&v))))),
+            Ok(None) => Ok(None),
+            Err(_) => Err("the GET failed"),
+        },
+        () = tokio::time::sleep(UNTRUSTED_GET_TIMEOUT) => Err("the GET timed out"),
+        () = another_failed => return Err("another direct GET failed or timed out meanwhile"),
     };
     if answer.is_err() {
         misses.pause_untrusted();
@@ -608,6 +630,12 @@ struct Misses {
     untrusted_limiter: governor::DefaultDirectRateLimiter,
     /// The "cached copy used" warning.
     untrusted_log: crate::log_limit::LogLimit,
+    /// The "watch not trusted" line.
+    distrust_log: crate::log_limit::LogLimit,
+    /// Told when such a GET fails or times out: every other one in flight
+    /// gives up at once, so a slow API server holds the reviews of one
+    /// timeout at most, not each its own.
+    untrusted_failed: tokio::sync::Notify,
     /// Until when no such GET is sent: one failed, so the API server is
     /// down, slow or throttling us (429s are retried inside the client),
     /// and every review asking again would only add to its load and to
@@ -632,8 +660,10 @@ const UNTRUSTED_GETS_BURST: u32 = 200;
 const RECENT_GET: std::time::Duration = std::time::Duration::from_millis(500);
 /// Objects whose recent GET is remembered.
 const RECENT_ENTRIES: usize = 1024;
-/// How long such a GET may take before the cached copy is used.
-const UNTRUSTED_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long such a GET may take before the cached copy is used: at the
+/// review rate the soak drives, longer waits fill the API server's (and a
+/// load generator's) requests in flight (docs/reliability.md, "Soak").
+const UNTRUSTED_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 /// After one such GET failed, how long the cached copy answers at once.
 const UNTRUSTED_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -645,6 +675,8 @@ impl Default for Misses {
             throttled_log: crate::log_limit::LogLimit::default(),
             untrusted_limiter: rate_limiter(UNTRUSTED_GETS_PER_SECOND, UNTRUSTED_GETS_BURST),
             untrusted_log: crate::log_limit::LogLimit::default(),
+            distrust_log: crate::log_limit::LogLimit::default(),
+            untrusted_failed: tokio::sync::Notify::new(),
             untrusted_pause_until: freshness::AtomicMoment::new(),
         }
     }
@@ -667,6 +699,7 @@ impl Misses {
     fn pause_untrusted(&self) {
         self.untrusted_pause_until
             .advance_to(std::time::Instant::now() + UNTRUSTED_PAUSE);
+        self.untrusted_failed.notify_waiters();
     }
 
     fn recently_not_found(&self, key: &(&'static str, String, String)) -> bool {
@@ -753,4 +786,59 @@ fn all_parsed<T>(
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Caches whose watches never listed (so every lookup is untrusted)
+    /// and whose API server accepts connections and never answers: a
+    /// hand-written stand-in, since a real API server cannot be made to
+    /// hang on demand inside a unit test (the e2e suite stalls a real one).
+    async fn untrusted_caches_before_a_silent_api_server() -> (Arc<Caches>, tokio::net::TcpListener)
+    {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}", silent.local_addr().expect("its address"));
+        let config = kube::Config::new(url.parse().expect("a URL"));
+        let client = Client::try_from(config).expect("a client");
+        let store = || Arc::new(Store::watched(None, Duration::from_secs(4)));
+        let caches = Caches::new(
+            Some(client),
+            vec![store()],
+            vec![store()],
+            Arc::new(Metrics::default()),
+            tokio::sync::broadcast::channel(1).0,
+        );
+        (caches, silent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_timed_out_get_ends_every_wait_in_flight() {
+        let (caches, _silent) = untrusted_caches_before_a_silent_api_server().await;
+        let first = {
+            let caches = caches.clone();
+            tokio::spawn(async move { caches.server("team", "a").await })
+        };
+        // (tokio's paused clock: these are the lookups' own timers, not
+        // the machine's speed)
+        let late = Duration::from_millis(400);
+        tokio::time::sleep(late).await;
+        let asked = tokio::time::Instant::now();
+        let second = caches.server_config("team", "b").await;
+        let waited = asked.elapsed();
+        assert!(second.is_none(), "nothing cached, nothing answered");
+        assert!(
+            waited <= UNTRUSTED_GET_TIMEOUT - late,
+            "the second GET gave up when the first timed out, after {waited:?}"
+        );
+        assert!(first.await.expect("the first lookup").is_none());
+        // paused since: the next lookup answers from the cache at once
+        let asked = tokio::time::Instant::now();
+        assert!(caches.server("team", "c").await.is_none());
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod lease;
 mod limits;
+mod own_writes;
 
 #[cfg(test)]
 mod tests {
@@ -142,7 +143,7 @@ mod tests {
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -215,6 +216,8 @@ struct Ctx {
     limits: limits::PerNamespace,
     /// What was reported, so that each Warning is published once per change.
     reported: Mutex<Reported>,
+    /// Workload writes the Controller's store has not shown yet.
+    own_writes: own_writes::OwnWrites,
 }
 
 impl Ctx {
@@ -244,6 +247,7 @@ impl Ctx {
             not_applied: Mutex::default(),
             limits,
             reported: Mutex::default(),
+            own_writes: own_writes::OwnWrites::default(),
         })
     }
 }
@@ -949,6 +953,8 @@ struct Target {
     ns: String,
     key: String,
     workload: Value,
+    /// The workload's resourceVersion as the reconcile found it.
+    version: Option<String>,
     server: Server,
     /// Its ServerConfig and the controller namespace's, from the caches.
     found: Found,
@@ -977,6 +983,7 @@ impl Target {
             key: format!("{ns}/{name}"),
             ns,
             workload,
+            version: obj.meta().resource_version.clone(),
             server: found.server()?.clone(),
             found,
         })
@@ -984,6 +991,13 @@ impl Target {
 
     fn config(&self) -> Option<&ServerConfig> {
         self.found.config()
+    }
+
+    /// Notes this replica's write of the workload (its new resourceVersion,
+    /// `None` once deleted) so a reconcile from the store's older copy waits.
+    fn wrote(&self, ctx: &Ctx, to: Option<&str>) {
+        ctx.own_writes
+            .wrote(&self.key, self.version.as_deref(), to, Instant::now());
     }
 
     /// What the sync loop should do with `workload` (the stored one, or one
@@ -1038,6 +1052,17 @@ where
     if !ctx.caches.is_ready() {
         span.record("sync.action", "wait_for_caches");
         return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if ctx.own_writes.before_own_write(
+        &object_key(obj.as_ref()),
+        obj.meta().resource_version.as_deref(),
+        Instant::now(),
+    ) {
+        // the store has not shown this replica's last write of it yet: its
+        // event triggers the next reconcile, RECHECK in case it never comes
+        span.record("sync.action", "deferred");
+        ctx.metrics.sync_action(SyncAction::Deferred);
+        return Ok(Action::requeue(own_writes::RECHECK));
     }
     let Some(target) = Target::gather(&ctx, obj.as_ref()).await else {
         span.record("sync.action", "not_ours");
@@ -1138,7 +1163,10 @@ async fn readmit<K: Workload>(
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.ns);
     let result = patch_hash(ctx, &api, target, kind, hash, recreate_it).await;
     let result = match result {
-        Ok(()) if recreate_it => recreate(&api, obj).await.map(|()| SyncAction::Recreate),
+        Ok(()) if recreate_it => recreate(&api, obj).await.map(|()| {
+            target.wrote(ctx, None);
+            SyncAction::Recreate
+        }),
         Ok(()) => Ok(match why {
             Readmit::Rollout => SyncAction::Rollout,
             Readmit::Heal => SyncAction::Heal,
@@ -1217,6 +1245,9 @@ async fn patch_hash<K: Workload>(
     let span = write_span("patch", &K::kind(&()), &target.ns, name);
     span.record("sync.dry_run", dry_run);
     let stored = traced_write(span, api.patch(name, &params, &Patch::Merge(&patch))).await?;
+    if !dry_run {
+        target.wrote(ctx, stored.meta().resource_version.as_deref());
+    }
     let stored = serde_json::to_value(&stored).map_err(kube::Error::SerdeError)?;
     match target.action(kind, &stored, &ctx.cfg.settings) {
         WorkloadAction::Nothing | WorkloadAction::Held => Ok(()),

@@ -196,6 +196,9 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 		return err
 	}
 	writes := map[string]int{}
+	// each write as "verb by user at t (relative to the restart)", for the
+	// message of a StatefulSet written more than once
+	seen := map[string][]string{}
 	// cut: a write of the sync loop broke off by the kill; the API server
 	// may still have stored it (it answers 504 and finishes the write)
 	cut := map[string]bool{}
@@ -217,6 +220,7 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 			continue
 		}
 		writes[e.ObjectRef.Name]++
+		seen[e.ObjectRef.Name] = append(seen[e.ObjectRef.Name], fmt.Sprintf("%s by %s at %+.3f s", e.Verb, e.User.Username, e.StageTimestamp.Sub(tRestart).Seconds()))
 	}
 	var never []string
 	for i := 0; i < fkServers; i++ {
@@ -225,7 +229,7 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 		case n == 0 && !cut[name]:
 			never = append(never, name)
 		case n > 1:
-			redone = append(redone, fmt.Sprintf("%s %d times", name, n))
+			redone = append(redone, fmt.Sprintf("%s %d times: %s", name, n, strings.Join(seen[name], ", ")))
 		}
 	}
 	sort.Strings(redone)
