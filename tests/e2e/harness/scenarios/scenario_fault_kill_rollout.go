@@ -41,6 +41,23 @@ func (s *Suite) fkRolled(ctx context.Context, want map[string]string) (int, erro
 	return n, nil
 }
 
+// fkWaitAllRolled polls (90 s at most) until every StatefulSet of fkNS has
+// want; it returns how many had it last.
+func (s *Suite) fkWaitAllRolled(ctx context.Context, want map[string]string) (int, error) {
+	var n int
+	err := util.PollEvery(90*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		if n, err = s.fkRolled(ctx, want); err != nil {
+			return err
+		}
+		if n != fkServers {
+			return fmt.Errorf("%d of %d rolled out", n, fkServers)
+		}
+		return nil
+	})
+	return n, err
+}
+
 // scenarioFaultKillMidRollout: fkServers Servers; their team ServerConfig
 // changes, so the sync loop rolls out every StatefulSet; the webhook
 // (serve --sync) is killed with SIGKILL once a quarter of them carry the
@@ -151,17 +168,7 @@ func scenarioFaultKillMidRollout(ctx context.Context, s *Suite) error {
 		return fmt.Errorf("restart after SIGKILL: %w", err)
 	}
 	ready := time.Since(tRestart)
-	var n int
-	err = util.PollEvery(90*time.Second, 50*time.Millisecond, func() error {
-		var err error
-		if n, err = s.fkRolled(ctx, newImages); err != nil {
-			return err
-		}
-		if n != fkServers {
-			return fmt.Errorf("%d of %d rolled out", n, fkServers)
-		}
-		return nil
-	})
+	n, err := s.fkWaitAllRolled(ctx, newImages)
 	took := time.Since(tRestart)
 	s.r.Check(checkName(sc, "all-rolled-out-after-restart"), err == nil,
 		"%d of %d StatefulSets with the new images %s after the restart (ready after %s; %d rolled out while it was down) %v", n, fkServers, secs(took), secs(ready), stillKilled, err)
@@ -261,17 +268,7 @@ func (s *Suite) fkRestartAllOutOfDate(ctx context.Context, sc string) error {
 	if err := s.WH.Start(); err != nil {
 		return fmt.Errorf("restart after the change: %w", err)
 	}
-	var n int
-	err := util.PollEvery(90*time.Second, 50*time.Millisecond, func() error {
-		var err error
-		if n, err = s.fkRolled(ctx, want); err != nil {
-			return err
-		}
-		if n != fkServers {
-			return fmt.Errorf("%d of %d rolled out", n, fkServers)
-		}
-		return nil
-	})
+	n, err := s.fkWaitAllRolled(ctx, want)
 	took := time.Since(tRestart)
 	// the stored objects' own events have reached the audit log once the
 	// last is rolled out; a write redone after that would be a second
