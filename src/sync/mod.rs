@@ -953,8 +953,6 @@ struct Target {
     ns: String,
     key: String,
     workload: Value,
-    /// The workload's resourceVersion as the reconcile found it.
-    version: Option<String>,
     server: Server,
     /// Its ServerConfig and the controller namespace's, from the caches.
     found: Found,
@@ -983,7 +981,6 @@ impl Target {
             key: format!("{ns}/{name}"),
             ns,
             workload,
-            version: obj.meta().resource_version.clone(),
             server: found.server()?.clone(),
             found,
         })
@@ -996,8 +993,11 @@ impl Target {
     /// Notes this replica's write of the workload (its new resourceVersion,
     /// `None` once deleted) so a reconcile from the store's older copy waits.
     fn wrote(&self, ctx: &Ctx, to: Option<&str>) {
-        ctx.own_writes
-            .wrote(&self.key, self.version.as_deref(), to, Instant::now());
+        let from = self
+            .workload
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        ctx.own_writes.wrote(&self.key, from, to, Instant::now());
     }
 
     /// What the sync loop should do with `workload` (the stored one, or one

@@ -19,11 +19,33 @@ pub const SEEN_WITHIN: Duration = Duration::from_secs(30);
 /// write not come.
 pub const RECHECK: Duration = Duration::from_secs(5);
 
-/// One write not yet seen: the resourceVersion it started from.
+/// One write not yet seen: the resourceVersion it started from, and the
+/// one it made (`None`: a delete).
 #[derive(Debug)]
 struct Unseen {
     from: String,
+    to: Option<String>,
     at: Instant,
+}
+
+impl Unseen {
+    /// Whether a store at `seen` has not shown this write yet: it is at
+    /// the version the write started from, or at one the API server
+    /// numbered before the write's (another writer's change in between,
+    /// such as kube-controller-manager's status update). Versions are
+    /// compared as numbers only when both are numbers, as Kubernetes'
+    /// resource version comparison does; otherwise only equality counts.
+    fn not_shown_at(&self, seen: Option<&str>) -> bool {
+        let Some(seen) = seen else {
+            return false;
+        };
+        let numbered = |v: &str| v.parse::<u64>().ok();
+        seen == self.from
+            || matches!(
+                (numbered(seen), self.to.as_deref().and_then(numbered)),
+                (Some(seen), Some(to)) if seen < to
+            )
+    }
 }
 
 /// Per workload key (`namespace/name`), its last write not yet seen.
@@ -44,6 +66,7 @@ impl OwnWrites {
                     key.to_string(),
                     Unseen {
                         from: from.to_string(),
+                        to: to.map(str::to_string),
                         at: now,
                     },
                 );
@@ -55,13 +78,13 @@ impl OwnWrites {
     }
 
     /// Whether the store's copy of `key` (at resourceVersion `seen`) is
-    /// still the one this replica's last write started from, so a
-    /// reconcile of it would act on what was already changed. Any other
-    /// version, or a write older than [`SEEN_WITHIN`], clears the note.
+    /// still from before this replica's last write of it, so a reconcile
+    /// of it would act on what was already changed. A copy that shows the
+    /// write, or a write older than [`SEEN_WITHIN`], clears the note.
     pub fn before_own_write(&self, key: &str, seen: Option<&str>, now: Instant) -> bool {
         let mut unseen = self.lock();
         let stale = unseen.get(key).is_some_and(|u| {
-            seen == Some(u.from.as_str()) && now.saturating_duration_since(u.at) < SEEN_WITHIN
+            u.not_shown_at(seen) && now.saturating_duration_since(u.at) < SEEN_WITHIN
         });
         if !stale {
             unseen.remove(key);
@@ -104,6 +127,14 @@ mod tests {
             (Some("1"), Some("2"), Some("2"), 0, false),
             // someone else wrote after us: act on the newer version
             (Some("1"), Some("2"), Some("3"), 0, false),
+            // someone else wrote before us (a status update): still older
+            (Some("10"), Some("12"), Some("11"), 0, true),
+            // versions that are not numbers: only equality counts
+            (Some("a"), Some("c"), Some("b"), 0, false),
+            (Some("a"), Some("c"), Some("a"), 0, true),
+            // a delete: the store still holding the version it removed
+            (Some("1"), None, Some("1"), 0, true),
+            (Some("1"), None, Some("0"), 0, false),
             (Some("1"), Some("2"), Some("1"), 29, true),
             (Some("1"), Some("2"), Some("1"), 30, false),
             // a write that changed nothing is not waited for
