@@ -17,8 +17,8 @@ pub const TEAM: &str = "team-a";
 /// Namespace of the Seldon controller (out of scope; holds placeholders).
 pub const CONTROLLER_NS: &str = "seldon-system";
 
-/// Every target allocates JSON values on each execution; glibc's malloc
-/// and free were a quarter of the plan target's time.
+/// Every target allocates JSON values on each execution, and glibc's
+/// allocator was a large share of their time (docs/reliability.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
